@@ -1,0 +1,31 @@
+# pgkeep build, test and benchmark entry points.
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+export CGO_ENABLED = 0
+
+.PHONY: build test test-deps unit demo bench fuzz clean
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/pgkeep ./cmd/pgkeep
+
+# Installs what the tests need (PostgreSQL 15, MinIO built into a cache
+# directory), then runs every test, S3 ones against a real MinIO.
+test: test-deps build
+	$(GO) test -count=1 -timeout 30m ./...
+
+test-deps:
+	scripts/test-deps.sh
+
+# Unit tests only: no PostgreSQL or MinIO needed.
+unit:
+	$(GO) test -short -count=1 ./...
+
+demo: build
+	bin/pgkeep demo
+
+fuzz:
+	scripts/fuzz.sh 20s
+
+clean:
+	rm -rf bin

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pgkeep/pgkeep/internal/catalog"
+	"github.com/pgkeep/pgkeep/internal/progress"
+)
+
+func (a *app) newListCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List the backups and the WAL the repository holds",
+		Long: `List the complete backups, oldest first, with their start and stop times and
+LSNs, timeline, size in the cluster and stored, duration and PostgreSQL
+version; then the WAL archived on each timeline, with any gaps; then
+incomplete backups (in progress, or interrupted: garbage that expire removes).`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, _, err := a.openRepo(cmd)
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			id, err := r.Identity(ctx)
+			if err != nil {
+				return err
+			}
+			entries, err := catalog.Scan(ctx, r.Storage())
+			if err != nil {
+				return err
+			}
+			var backups []backupSummary
+			var incomplete []incompleteBackup
+			for _, e := range entries {
+				if !e.Complete {
+					incomplete = append(incomplete, incompleteBackup{ID: e.ID, Objects: e.Objects, Stored: e.Stored, LastWrite: e.Modified})
+					continue
+				}
+				m, err := catalog.ReadManifest(ctx, r, e.ID)
+				if err != nil {
+					return err
+				}
+				backups = append(backups, summarize(m))
+			}
+			ix, err := catalog.ScanWAL(ctx, r.Storage(), id.WalSegSize)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				out := struct {
+					Repository       string             `json:"repository"`
+					SystemIdentifier string             `json:"system_identifier"`
+					PGMajor          int                `json:"pg_major"`
+					Backups          []backupSummary    `json:"backups"`
+					WAL              *catalog.WALIndex  `json:"wal"`
+					Incomplete       []incompleteBackup `json:"incomplete_backups"`
+				}{r.Location(), id.SystemIDString, id.PGMajor, nonNil(backups), ix, nonNil(incomplete)}
+				enc := json.NewEncoder(a.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(out)
+			}
+			w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(w, "repository %s: cluster %s, PostgreSQL %d\n\n", r.Location(), id.SystemIDString, id.PGMajor)
+			if len(backups) == 0 {
+				fmt.Fprintln(w, "no complete backups")
+			} else {
+				fmt.Fprintln(w, "BACKUP\tSTARTED\tSTOPPED\tSTART LSN\tSTOP LSN\tTL\tSIZE\tSTORED\tDURATION\tPG")
+				for _, b := range backups {
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%d\n", b.ID, b.StartTime.Format(time.DateTime), b.StopTime.Format(time.DateTime),
+						b.StartLSN, b.StopLSN, b.Timeline, humanBytes(b.Size), humanBytes(b.Stored),
+						time.Duration(b.DurationSec*float64(time.Second)).Round(time.Millisecond), b.PGVersion)
+				}
+			}
+			fmt.Fprintln(w)
+			if len(ix.Timelines) == 0 {
+				fmt.Fprintln(w, "no archived WAL")
+			} else {
+				fmt.Fprintln(w, "TIMELINE\tFIRST SEGMENT\tLAST SEGMENT\tSEGMENTS\tSTORED\tGAPS")
+				for _, t := range ix.Timelines {
+					gaps := "none"
+					if len(t.Gaps) > 0 {
+						gaps = ""
+						for i, g := range t.Gaps {
+							if i > 0 {
+								gaps += ", "
+							}
+							gaps += g.From + ".." + g.To
+						}
+					}
+					fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%s\t%s\n", t.Timeline, t.First, t.Last, t.Segments, humanBytes(t.Bytes), gaps)
+				}
+			}
+			if len(incomplete) > 0 {
+				fmt.Fprintln(w)
+				fmt.Fprintln(w, "INCOMPLETE BACKUP\tOBJECTS\tSTORED\tLAST WRITE\t(in progress, or interrupted: garbage)")
+				for _, b := range incomplete {
+					fmt.Fprintf(w, "%s\t%d\t%s\t%s\t\n", b.ID, b.Objects, humanBytes(b.Stored), b.LastWrite.Format(time.DateTime))
+				}
+			}
+			return w.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return cmd
+}
+
+type incompleteBackup struct {
+	ID        string    `json:"id"`
+	Objects   int       `json:"objects"`
+	Stored    int64     `json:"stored"`
+	LastWrite time.Time `json:"last_write"`
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+func humanBytes(n int64) string { return progress.Bytes(n) }

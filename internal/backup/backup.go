@@ -1,0 +1,532 @@
+// Package backup takes base backups of a running PostgreSQL cluster into a
+// repository: backup start in one held session, a parallel copy of the data
+// directory and tablespaces, backup stop, a wait until the WAL the backup
+// needs is archived and verified, and only then the completion record.
+package backup
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgkeep/pgkeep/internal/catalog"
+	"github.com/pgkeep/pgkeep/internal/envelope"
+	"github.com/pgkeep/pgkeep/internal/pgpage"
+	"github.com/pgkeep/pgkeep/internal/progress"
+	"github.com/pgkeep/pgkeep/internal/repo"
+	"github.com/pgkeep/pgkeep/internal/storage"
+	"github.com/pgkeep/pgkeep/internal/wal"
+)
+
+// Options configures a backup.
+type Options struct {
+	// ConnString is a libpq connection string; "" uses the standard libpq
+	// environment (PGHOST, PGPORT, PGUSER, PGDATABASE...).
+	ConnString string
+	// PGData is the data directory; "" asks the server (data_directory).
+	PGData string
+	// Workers read, compress and upload in parallel (at least 1).
+	Workers int
+	// Label is stored with the backup; "" makes one.
+	Label string
+	// WALTimeout bounds the wait for the backup's WAL to be archived.
+	WALTimeout time.Duration
+	// ObjectSize is the content size of data objects (default 16 MiB).
+	ObjectSize int64
+	// Progress receives progress; nil means none.
+	Progress progress.Reporter
+	// Now returns the current time (tests); nil means time.Now.
+	Now func() time.Time
+}
+
+const (
+	defaultObjectSize = 16 << 20
+	pageSize          = 8192
+)
+
+// Result describes a finished backup.
+type Result struct {
+	Manifest *catalog.Manifest
+	// ChecksumFailures lists pages whose checksum did not verify, as
+	// "path block N: reason". The backup is still complete: the pages are
+	// stored as they are on disk.
+	ChecksumFailures []string
+}
+
+// ErrNotArchiving means the server does not archive WAL, so a backup could
+// never become restorable.
+var ErrNotArchiving = errors.New("WAL archiving is not enabled")
+
+// Run takes a base backup into r.
+func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
+	if opts.Workers < 1 {
+		opts.Workers = 1
+	}
+	if opts.ObjectSize <= 0 {
+		opts.ObjectSize = defaultObjectSize
+	}
+	if opts.WALTimeout <= 0 {
+		opts.WALTimeout = 5 * time.Minute
+	}
+	if opts.Progress == nil {
+		opts.Progress = progress.Nop{}
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	rep := opts.Progress
+
+	conn, err := pgx.Connect(ctx, opts.ConnString)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to PostgreSQL (set PGHOST, PGPORT, PGUSER): %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+
+	srv, err := inspectServer(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	pgdata := opts.PGData
+	if pgdata == "" {
+		pgdata = srv.dataDirectory
+	}
+	if err := checkDataDir(pgdata, srv); err != nil {
+		return nil, err
+	}
+	if _, err := r.EnsureIdentity(ctx, repo.Identity{SystemIdentifier: srv.systemID, PGMajor: srv.major, WalSegSize: srv.walSegSize}); err != nil {
+		return nil, fmt.Errorf("checking repository %s: %w", r.Location(), err)
+	}
+
+	startTime := now().UTC()
+	id := catalog.NewID(startTime)
+	// Ids are seconds apart; wait out a collision with a backup that
+	// started in the same second.
+	for {
+		if _, err := r.Storage().Stat(ctx, catalog.StartedKey(id)); errors.Is(err, storage.ErrNotFound) {
+			break
+		} else if err != nil {
+			return nil, fmt.Errorf("checking backup id: %w", err)
+		}
+		time.Sleep(time.Second)
+		startTime = now().UTC()
+		id = catalog.NewID(startTime)
+	}
+	label := opts.Label
+	if label == "" {
+		label = "pgkeep backup " + id
+	}
+
+	rep.Logf("backup %s: starting (checkpoint)", id)
+	startLSN, err := srv.startBackup(ctx, conn, label)
+	if err != nil {
+		return nil, err
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			// Ending the session aborts a non-exclusive backup; say so
+			// explicitly where we still can.
+			srv.abortBackup(context.WithoutCancel(ctx), conn)
+		}
+	}()
+	host, _ := os.Hostname()
+	started := catalog.Started{ID: id, StartTime: startTime, StartLSN: startLSN.String(), Timeline: srv.timeline, Host: host, PID: os.Getpid()}
+	if err := putJSON(ctx, r, catalog.StartedKey(id), started); err != nil {
+		return nil, fmt.Errorf("recording backup start: %w", err)
+	}
+	rep.Logf("backup %s: started at LSN %s", id, startLSN)
+
+	tr, err := walkPGData(pgdata)
+	if err != nil {
+		return nil, err
+	}
+	sortLargestFirst(tr.files)
+	jobs := pack(tr.files, opts.ObjectSize)
+	var total int64
+	for _, f := range tr.files {
+		total += f.size
+	}
+
+	rep.Begin("backup "+id, total)
+	c := &copier{r: r, id: id, files: tr.files, startLSN: startLSN, checksums: srv.dataChecksums, rep: rep}
+	results, err := c.run(ctx, jobs, opts.Workers)
+	rep.End()
+	if err != nil {
+		return nil, err
+	}
+
+	stopLSN, labelFile, spcmap, err := srv.stopBackup(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	stopped = true
+	stopTime := now().UTC()
+	bl, err := parseLabel(labelFile)
+	if err != nil {
+		return nil, err
+	}
+	rep.Logf("backup %s: stopped at LSN %s; waiting for WAL %s..%s to be archived", id, stopLSN,
+		wal.SegmentName(bl.tli, wal.SegmentOf(startLSN, srv.walSegSize), srv.walSegSize),
+		wal.SegmentName(bl.tli, wal.SegmentOf(stopLSN-1, srv.walSegSize), srv.walSegSize))
+
+	segs := neededSegments(bl.tli, startLSN, stopLSN, srv.walSegSize)
+	if err := waitForWAL(ctx, r, conn, segs, opts.WALTimeout, rep); err != nil {
+		return nil, fmt.Errorf("backup %s is not restorable: %w", id, err)
+	}
+
+	m := c.manifest(results, tr)
+	m.Format = catalog.ManifestFormat
+	m.ID = id
+	m.SystemIdentifier = strconv.FormatUint(srv.systemID, 10)
+	m.PGVersionNum = srv.versionNum
+	m.PGMajor = srv.major
+	m.WalSegSize = srv.walSegSize
+	m.Timeline = uint32(bl.tli)
+	m.StartLSN = startLSN.String()
+	m.StopLSN = stopLSN.String()
+	m.StartWAL = segs[0]
+	m.StopWAL = segs[len(segs)-1]
+	m.StartTime = startTime
+	m.StopTime = stopTime
+	m.Label = label
+	m.BackupLabel = labelFile
+	m.TablespaceMap = spcmap
+	m.DataChecksums = srv.dataChecksums
+	m.Compression = r.Compression().String()
+	m.Host = host
+	if err := m.Validate(); err != nil {
+		return nil, fmt.Errorf("internal error: built an invalid manifest: %w", err)
+	}
+	if err := putJSON(ctx, r, catalog.ManifestKey(id), m); err != nil {
+		return nil, fmt.Errorf("writing the completion record of backup %s: %w", id, err)
+	}
+	rep.Logf("backup %s: complete: %s in %d files, %s stored, %s", id,
+		progress.Bytes(m.Size), len(m.Files), progress.Bytes(m.Stored), m.Duration().Round(time.Millisecond))
+	return &Result{Manifest: m, ChecksumFailures: c.failures}, nil
+}
+
+// neededSegments lists the WAL segments from the one holding start to the
+// one holding the last byte before stop.
+func neededSegments(tli wal.TimeLineID, start, stop wal.LSN, segSize uint64) []string {
+	first := wal.SegmentOf(start, segSize)
+	last := wal.SegmentOf(stop-1, segSize)
+	if stop <= start {
+		last = first
+	}
+	var out []string
+	for s := first; s <= last; s++ {
+		out = append(out, wal.SegmentName(tli, s, segSize))
+	}
+	return out
+}
+
+// waitForWAL waits until every segment is in the repository and verifies
+// each one by reading it back.
+func waitForWAL(ctx context.Context, r *repo.Repo, conn *pgx.Conn, segs []string, timeout time.Duration, rep progress.Reporter) error {
+	deadline := time.Now().Add(timeout)
+	for _, name := range segs {
+		delay := 100 * time.Millisecond
+		for {
+			err := r.ReadObject(ctx, repo.WALKey(name), func(rd io.Reader) error {
+				_, err := io.Copy(io.Discard, rd)
+				return err
+			}, nil)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, storage.ErrNotFound) {
+				return fmt.Errorf("verifying archived WAL %s: %w", name, err)
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("WAL segment %s did not reach the repository within %s%s", name, timeout, archiverHint(ctx, conn))
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(delay):
+			}
+			delay = min(delay*2, 2*time.Second)
+		}
+	}
+	return nil
+}
+
+// archiverHint explains why WAL may not be arriving, from pg_stat_archiver.
+func archiverHint(ctx context.Context, conn *pgx.Conn) string {
+	var failed int64
+	var lastFailed, cmd string
+	err := conn.QueryRow(ctx, `SELECT failed_count, coalesce(last_failed_wal, ''), current_setting('archive_command') FROM pg_stat_archiver`).Scan(&failed, &lastFailed, &cmd)
+	if err != nil {
+		return ""
+	}
+	hint := fmt.Sprintf("; archive_command is %q", cmd)
+	if failed > 0 && lastFailed != "" {
+		hint += fmt.Sprintf(", and it has failed %d times (last on %s): see the PostgreSQL log", failed, lastFailed)
+	}
+	return hint
+}
+
+// putJSON stores v as a JSON object, write-once.
+func putJSON(ctx context.Context, r *repo.Repo, key string, v any) error {
+	var buf bytes.Buffer
+	enc := jsonEncoder(&buf)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	_, err := r.PutObject(ctx, key, buf.Bytes())
+	return err
+}
+
+// checkDataDir makes sure pgdata is the running server's data directory.
+func checkDataDir(pgdata string, srv *server) error {
+	st, err := os.Stat(filepath.Join(pgdata, "PG_VERSION"))
+	if err != nil {
+		return fmt.Errorf("%s is not a PostgreSQL data directory readable here (%v); run pgkeep backup on the database host, with --pgdata or PGDATA", pgdata, err)
+	}
+	_ = st
+	if srv.dataDirectory != "" {
+		a, errA := filepath.EvalSymlinks(pgdata)
+		b, errB := filepath.EvalSymlinks(srv.dataDirectory)
+		if errA == nil && errB == nil && a != b {
+			return fmt.Errorf("--pgdata %s is not the data directory of the server we are connected to (%s)", pgdata, srv.dataDirectory)
+		}
+	}
+	return nil
+}
+
+// copier copies the planned objects into the repository.
+type copier struct {
+	r         *repo.Repo
+	id        string
+	files     []srcFile
+	startLSN  wal.LSN
+	checksums bool
+	rep       progress.Reporter
+
+	mu       sync.Mutex
+	failures []string
+	vanished map[int]bool
+}
+
+// pieceResult is a piece as actually read.
+type pieceResult struct {
+	job    int
+	file   int
+	offset int64 // in the object
+	fileOf int64 // in the file
+	size   int64
+	sum    envelope.Sum
+}
+
+type objectResult struct {
+	obj    catalog.Object
+	pieces []pieceResult
+}
+
+func (c *copier) run(ctx context.Context, jobs []objectJob, workers int) ([]objectResult, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	c.vanished = map[int]bool{}
+	results := make([]objectResult, len(jobs))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < min(workers, max(len(jobs), 1)); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := &bytes.Buffer{}
+			rbuf := make([]byte, 256<<10)
+			for i := range next {
+				res, err := c.object(ctx, jobs[i], buf, rbuf)
+				if err != nil {
+					cancel(err)
+					return
+				}
+				results[i] = res
+			}
+		}()
+	}
+feed:
+	for i := range jobs {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		return nil, err
+	}
+	return results, nil
+}
+
+// object builds, compresses and stores one data object.
+func (c *copier) object(ctx context.Context, job objectJob, buf *bytes.Buffer, rbuf []byte) (objectResult, error) {
+	buf.Reset()
+	w, err := envelope.NewWriter(buf, c.r.Compression())
+	if err != nil {
+		return objectResult{}, err
+	}
+	var res objectResult
+	var off int64
+	for _, p := range job.pieces {
+		pr, err := c.piece(p, w, rbuf)
+		if err != nil {
+			return objectResult{}, err
+		}
+		pr.offset = off
+		off += pr.size
+		res.pieces = append(res.pieces, pr)
+	}
+	sum, err := w.Close()
+	if err != nil {
+		return objectResult{}, err
+	}
+	key := catalog.DataKey(c.id, job.seq)
+	put, err := c.r.PutEncoded(ctx, key, buf.Bytes(), sum)
+	if err != nil {
+		return objectResult{}, fmt.Errorf("storing %s: %w", key, err)
+	}
+	res.obj = catalog.Object{Seq: job.seq, Size: sum.Size, Stored: put.Stored, XXH64: sum.String()}
+	// Shrink oversized buffers so memory stays bounded.
+	if buf.Cap() > 64<<20 {
+		*buf = bytes.Buffer{}
+	}
+	return res, nil
+}
+
+// piece copies one file range into w, verifying page checksums.
+func (c *copier) piece(p pieceJob, w io.Writer, rbuf []byte) (pieceResult, error) {
+	f := c.files[p.file]
+	pr := pieceResult{file: p.file, fileOf: p.offset}
+	fh, err := os.Open(f.abs)
+	if errors.Is(err, os.ErrNotExist) {
+		c.mu.Lock()
+		c.vanished[p.file] = true
+		c.mu.Unlock()
+		return pr, nil
+	}
+	if err != nil {
+		return pr, fmt.Errorf("reading %s: %w", f.abs, err)
+	}
+	defer fh.Close()
+	h := envelope.NewHasher()
+	pos := p.offset
+	end := p.offset + p.size
+	for pos < end {
+		n, rerr := fh.ReadAt(rbuf[:min(int64(len(rbuf)), end-pos)], pos)
+		if n > 0 {
+			chunk := rbuf[:n]
+			if f.isRel && c.checksums {
+				c.verifyPages(fh, f, pos, chunk)
+			}
+			h.Write(chunk)
+			if _, err := w.Write(chunk); err != nil {
+				return pr, err
+			}
+			c.rep.Advance(int64(n))
+			pos += int64(n)
+		}
+		if rerr == io.EOF {
+			break // the file shrank: WAL replay restores what follows
+		}
+		if rerr != nil {
+			return pr, fmt.Errorf("reading %s: %w", f.abs, rerr)
+		}
+	}
+	pr.size = pos - p.offset
+	pr.sum = h.Sum()
+	return pr, nil
+}
+
+// verifyPages checks the checksums of the whole pages in chunk, which
+// starts at file offset pos. Pages changed since the backup started are
+// skipped: they may be torn in our read and WAL replay rewrites them.
+func (c *copier) verifyPages(fh *os.File, f srcFile, pos int64, chunk []byte) {
+	const relSegBlocks = 131072 // 1 GiB segments of 8 KiB pages
+	for i := 0; i+pageSize <= len(chunk); i += pageSize {
+		page := chunk[i : i+pageSize]
+		blk := f.relSeg*relSegBlocks + uint32((pos+int64(i))/pageSize)
+		if err := pgpage.Verify(page, blk); err == nil || pgpage.PageLSN(page) >= c.startLSN {
+			continue
+		}
+		// Re-read once: a concurrent write may have torn our copy.
+		again := make([]byte, pageSize)
+		if _, err := fh.ReadAt(again, pos+int64(i)); err == nil {
+			if err := pgpage.Verify(again, blk); err == nil || pgpage.PageLSN(again) >= c.startLSN {
+				continue
+			}
+		}
+		err := pgpage.Verify(page, blk)
+		msg := fmt.Sprintf("%s block %d: %v", f.rel, (pos+int64(i))/pageSize, err)
+		c.mu.Lock()
+		c.failures = append(c.failures, msg)
+		c.mu.Unlock()
+		c.rep.Logf("WARNING: page checksum failure in %s", msg)
+	}
+}
+
+// manifest assembles the file list from what was actually read.
+func (c *copier) manifest(results []objectResult, tr *tree) *catalog.Manifest {
+	m := &catalog.Manifest{Dirs: tr.dirs, Tablespaces: tr.tablespaces}
+	pieces := map[int][]catalog.Piece{}
+	for _, res := range results {
+		m.Objects = append(m.Objects, res.obj)
+		m.Stored += res.obj.Stored
+		for _, p := range res.pieces {
+			if p.size == 0 {
+				continue
+			}
+			pieces[p.file] = append(pieces[p.file], catalog.Piece{
+				Object: res.obj.Seq, Offset: p.offset, FileOffset: p.fileOf, Size: p.size, XXH64: p.sum.String(),
+			})
+		}
+	}
+	for i, f := range c.files {
+		if c.vanished[i] {
+			continue
+		}
+		ps := pieces[i]
+		sort.Slice(ps, func(a, b int) bool { return ps[a].FileOffset < ps[b].FileOffset })
+		var size int64
+		for _, p := range ps {
+			size = max(size, p.FileOffset+p.Size)
+		}
+		m.Files = append(m.Files, catalog.File{Path: f.rel, Size: size, Mode: uint32(f.mode), MTime: f.mtime, Pieces: ps})
+		m.Size += size
+	}
+	sort.Slice(m.Files, func(a, b int) bool { return m.Files[a].Path < m.Files[b].Path })
+	return m
+}
+
+// label is what pgkeep needs from backup_label.
+type label struct {
+	tli wal.TimeLineID
+}
+
+func parseLabel(text string) (label, error) {
+	for _, line := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(line, "START TIMELINE: "); ok {
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
+			if err != nil {
+				return label{}, fmt.Errorf("backup_label has a bad START TIMELINE %q", v)
+			}
+			return label{tli: wal.TimeLineID(n)}, nil
+		}
+	}
+	return label{}, fmt.Errorf("backup_label from the server has no START TIMELINE line:\n%s", text)
+}

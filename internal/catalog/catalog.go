@@ -1,0 +1,306 @@
+// Package catalog knows the backups in a repository: their keys, the
+// manifest (the completion record) and its schema, and which backups are
+// complete, in progress or garbage.
+//
+// A backup with id ID is the set of objects under backups/ID/:
+//
+//	backups/ID/started.json   written first: the backup began (start LSN, time)
+//	backups/ID/data/NNNNNN    data objects: pieces of files, concatenated
+//	backups/ID/backup.json    the manifest, written last: the backup is complete
+//
+// A backup is listed as restorable if and only if backup.json exists
+// (invariant 2). Objects under an id without backup.json belong to a backup
+// in progress or to one that was interrupted.
+package catalog
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pgkeep/pgkeep/internal/envelope"
+	"github.com/pgkeep/pgkeep/internal/repo"
+	"github.com/pgkeep/pgkeep/internal/storage"
+	"github.com/pgkeep/pgkeep/internal/wal"
+)
+
+// Prefix is the key prefix of all backups.
+const Prefix = "backups/"
+
+// ManifestFormat is the manifest schema version this pgkeep writes and the
+// newest it reads.
+const ManifestFormat = 1
+
+// IDLayout formats backup ids: UTC time, so ids sort by time.
+const IDLayout = "20060102T150405Z"
+
+// NewID returns the id for a backup starting at t.
+func NewID(t time.Time) string { return t.UTC().Format(IDLayout) }
+
+// ValidID reports whether id has the form NewID produces.
+func ValidID(id string) bool {
+	_, err := time.Parse(IDLayout, id)
+	return err == nil
+}
+
+// StartedKey, ManifestKey and DataKey name a backup's objects.
+func StartedKey(id string) string       { return Prefix + id + "/started.json" }
+func ManifestKey(id string) string      { return Prefix + id + "/backup.json" }
+func DataKey(id string, seq int) string { return fmt.Sprintf("%s%s/data/%06d", Prefix, id, seq) }
+
+// Started is the marker written when a backup begins.
+type Started struct {
+	ID        string    `json:"id"`
+	StartTime time.Time `json:"start_time"`
+	StartLSN  string    `json:"start_lsn"`
+	Timeline  uint32    `json:"timeline"`
+	Host      string    `json:"host"`
+	PID       int       `json:"pid"`
+}
+
+// Piece is a run of bytes of one file stored inside a data object.
+type Piece struct {
+	Object     int    `json:"object"`      // data object sequence number
+	Offset     int64  `json:"offset"`      // offset in the object's content
+	FileOffset int64  `json:"file_offset"` // offset in the file
+	Size       int64  `json:"size"`
+	XXH64      string `json:"xxh64"` // checksum of these bytes, 16 hex digits
+}
+
+// File is a regular file of the backup. Path is relative to the data
+// directory, with "/" separators; files of tablespaces live under
+// pg_tblspc/OID/.
+type File struct {
+	Path   string  `json:"path"`
+	Size   int64   `json:"size"`
+	Mode   uint32  `json:"mode"` // permission bits
+	MTime  int64   `json:"mtime"`
+	Pieces []Piece `json:"pieces,omitempty"`
+}
+
+// Dir is a directory to create (mode bits only).
+type Dir struct {
+	Path string `json:"path"`
+	Mode uint32 `json:"mode"`
+}
+
+// Tablespace is a user tablespace: pg_tblspc/OID links to Location.
+type Tablespace struct {
+	OID      string `json:"oid"`
+	Location string `json:"location"`
+}
+
+// Object describes one data object.
+type Object struct {
+	Seq    int    `json:"seq"`
+	Size   int64  `json:"size"`   // content bytes
+	Stored int64  `json:"stored"` // bytes in the repository
+	XXH64  string `json:"xxh64"`
+}
+
+// Manifest is the completion record of a backup (backups/ID/backup.json).
+type Manifest struct {
+	Format           int          `json:"format"`
+	ID               string       `json:"id"`
+	SystemIdentifier string       `json:"system_identifier"`
+	PGVersionNum     int          `json:"pg_version_num"`
+	PGMajor          int          `json:"pg_major"`
+	WalSegSize       uint64       `json:"wal_segment_size"`
+	Timeline         uint32       `json:"timeline"`
+	StartLSN         string       `json:"start_lsn"`
+	StopLSN          string       `json:"stop_lsn"`
+	StartWAL         string       `json:"start_wal"`
+	StopWAL          string       `json:"stop_wal"`
+	StartTime        time.Time    `json:"start_time"`
+	StopTime         time.Time    `json:"stop_time"`
+	Label            string       `json:"label"`
+	BackupLabel      string       `json:"backup_label"`
+	TablespaceMap    string       `json:"tablespace_map,omitempty"`
+	DataChecksums    bool         `json:"data_checksums"`
+	Compression      string       `json:"compression"`
+	Size             int64        `json:"size"`   // bytes of the files
+	Stored           int64        `json:"stored"` // bytes of the data objects in the repository
+	Host             string       `json:"host,omitempty"`
+	Tablespaces      []Tablespace `json:"tablespaces,omitempty"`
+	Dirs             []Dir        `json:"dirs"`
+	Files            []File       `json:"files"`
+	Objects          []Object     `json:"objects"`
+}
+
+// Duration is how long the backup took.
+func (m *Manifest) Duration() time.Duration { return m.StopTime.Sub(m.StartTime) }
+
+// Start returns the start LSN.
+func (m *Manifest) Start() wal.LSN { l, _ := wal.ParseLSN(m.StartLSN); return l }
+
+// Stop returns the stop LSN.
+func (m *Manifest) Stop() wal.LSN { l, _ := wal.ParseLSN(m.StopLSN); return l }
+
+// Validate checks the manifest's internal consistency and that every path
+// stays inside the data directory. Restore refuses a manifest that fails.
+func (m *Manifest) Validate() error {
+	if m.Format > ManifestFormat {
+		return fmt.Errorf("backup %s has manifest format %d, newer than this pgkeep understands (%d); upgrade pgkeep", m.ID, m.Format, ManifestFormat)
+	}
+	if m.Format < 1 || !ValidID(m.ID) {
+		return fmt.Errorf("%w: manifest has no format or a bad id %q", envelope.ErrCorrupt, m.ID)
+	}
+	for _, s := range []string{m.StartLSN, m.StopLSN} {
+		if _, err := wal.ParseLSN(s); err != nil {
+			return fmt.Errorf("%w: manifest of %s has a bad LSN %q", envelope.ErrCorrupt, m.ID, s)
+		}
+	}
+	objects := map[int]Object{}
+	for _, o := range m.Objects {
+		objects[o.Seq] = o
+	}
+	for _, d := range m.Dirs {
+		if err := SafePath(d.Path); err != nil {
+			return fmt.Errorf("manifest of %s: directory %w", m.ID, err)
+		}
+	}
+	for _, ts := range m.Tablespaces {
+		if _, err := strconv.ParseUint(ts.OID, 10, 32); err != nil || !strings.HasPrefix(ts.Location, "/") {
+			return fmt.Errorf("manifest of %s: bad tablespace %q -> %q", m.ID, ts.OID, ts.Location)
+		}
+	}
+	for _, f := range m.Files {
+		if err := SafePath(f.Path); err != nil {
+			return fmt.Errorf("manifest of %s: file %w", m.ID, err)
+		}
+		var end int64
+		for _, p := range f.Pieces {
+			o, ok := objects[p.Object]
+			if !ok || p.Offset < 0 || p.Size < 0 || p.FileOffset < 0 || p.Offset+p.Size > o.Size {
+				return fmt.Errorf("%w: manifest of %s: piece of %s points outside object %d", envelope.ErrCorrupt, m.ID, f.Path, p.Object)
+			}
+			end = max(end, p.FileOffset+p.Size)
+		}
+		if end != f.Size {
+			return fmt.Errorf("%w: manifest of %s: pieces of %s end at %d bytes, not %d", envelope.ErrCorrupt, m.ID, f.Path, end, f.Size)
+		}
+	}
+	return nil
+}
+
+// SafePath refuses paths that could escape the directory they are joined
+// to: absolute paths, "..", empty or "." elements, and backslashes or NULs.
+func SafePath(p string) error {
+	if p == "" || strings.HasPrefix(p, "/") || strings.ContainsAny(p, "\\\x00") {
+		return fmt.Errorf("%q is not a safe relative path", p)
+	}
+	if path.Clean(p) != p {
+		return fmt.Errorf("%q is not a clean relative path", p)
+	}
+	for _, el := range strings.Split(p, "/") {
+		if el == ".." || el == "." || el == "" {
+			return fmt.Errorf("%q leaves the data directory", p)
+		}
+	}
+	return nil
+}
+
+// ParseManifest decodes and validates a manifest.
+func ParseManifest(data []byte) (*Manifest, error) {
+	var m Manifest
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("%w: manifest is not valid JSON: %v", envelope.ErrCorrupt, err)
+	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// ReadManifest reads and validates the manifest of backup id.
+func ReadManifest(ctx context.Context, r *repo.Repo, id string) (*Manifest, error) {
+	data, _, err := r.GetObject(ctx, ManifestKey(id))
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, fmt.Errorf("backup %s: %w", id, ErrNoSuchBackup)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading manifest of backup %s: %w", id, err)
+	}
+	m, err := ParseManifest(data)
+	if err != nil {
+		return nil, err
+	}
+	if m.ID != id {
+		return nil, fmt.Errorf("%w: backups/%s/backup.json describes backup %s", envelope.ErrCorrupt, id, m.ID)
+	}
+	return m, nil
+}
+
+// ErrNoSuchBackup means no complete backup has the id.
+var ErrNoSuchBackup = errors.New("no complete backup with that id")
+
+// Entry is one backup id found in the repository.
+type Entry struct {
+	ID       string
+	Complete bool      // backup.json exists
+	Objects  int       // objects under the id
+	Stored   int64     // bytes under the id
+	Modified time.Time // newest object's time
+}
+
+// Scan lists every backup id in the repository, complete or not, oldest
+// first.
+func Scan(ctx context.Context, st storage.Storage) ([]Entry, error) {
+	byID := map[string]*Entry{}
+	err := st.List(ctx, Prefix, func(oi storage.ObjectInfo) error {
+		rest := strings.TrimPrefix(oi.Key, Prefix)
+		id, name, ok := strings.Cut(rest, "/")
+		if !ok {
+			return nil
+		}
+		e := byID[id]
+		if e == nil {
+			e = &Entry{ID: id}
+			byID[id] = e
+		}
+		e.Objects++
+		e.Stored += oi.Size
+		if oi.ModTime.After(e.Modified) {
+			e.Modified = oi.ModTime
+		}
+		if name == "backup.json" {
+			e.Complete = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing backups: %w", err)
+	}
+	out := make([]Entry, 0, len(byID))
+	for _, e := range byID {
+		out = append(out, *e)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// Complete reads the manifests of all complete backups, oldest first.
+func Complete(ctx context.Context, r *repo.Repo) ([]*Manifest, error) {
+	entries, err := Scan(ctx, r.Storage())
+	if err != nil {
+		return nil, err
+	}
+	var out []*Manifest
+	for _, e := range entries {
+		if !e.Complete {
+			continue
+		}
+		m, err := ReadManifest(ctx, r, e.ID)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}

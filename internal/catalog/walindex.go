@@ -1,0 +1,168 @@
+package catalog
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/pgkeep/pgkeep/internal/repo"
+	"github.com/pgkeep/pgkeep/internal/storage"
+	"github.com/pgkeep/pgkeep/internal/wal"
+)
+
+// Gap is a run of missing segments on a timeline, inclusive.
+type Gap struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+}
+
+// TimelineWAL is the WAL the repository holds on one timeline.
+type TimelineWAL struct {
+	Timeline uint32    `json:"timeline"`
+	First    string    `json:"first"`
+	Last     string    `json:"last"`
+	Segments int       `json:"segments"`
+	Gaps     []Gap     `json:"gaps"`
+	Partial  []string  `json:"partial,omitempty"`
+	Newest   time.Time `json:"newest_archived_at"`
+	Bytes    int64     `json:"stored_bytes"`
+
+	segs        map[uint64]bool
+	first, last uint64
+	segSize     uint64
+}
+
+// WALIndex summarises the archived WAL.
+type WALIndex struct {
+	SegSize   uint64         `json:"wal_segment_size"`
+	Timelines []*TimelineWAL `json:"timelines"`
+	Histories []string       `json:"history_files"`
+	Backups   []string       `json:"backup_history_files,omitempty"`
+	Bytes     int64          `json:"stored_bytes"`
+	Newest    time.Time      `json:"newest_archived_at"`
+}
+
+// ScanWAL lists the archived WAL files.
+func ScanWAL(ctx context.Context, st storage.Storage, segSize uint64) (*WALIndex, error) {
+	ix := &WALIndex{SegSize: segSize}
+	byTLI := map[uint32]*TimelineWAL{}
+	get := func(tli uint32) *TimelineWAL {
+		t := byTLI[tli]
+		if t == nil {
+			t = NewTimelineWAL(tli, segSize)
+			byTLI[tli] = t
+		}
+		return t
+	}
+	err := st.List(ctx, repo.WALPrefix, func(oi storage.ObjectInfo) error {
+		name := oi.Key[strings.LastIndex(oi.Key, "/")+1:]
+		kind, err := wal.Classify(name)
+		if err != nil {
+			return nil // not ours; verify reports strays
+		}
+		ix.Bytes += oi.Size
+		if oi.ModTime.After(ix.Newest) {
+			ix.Newest = oi.ModTime
+		}
+		switch kind {
+		case wal.KindTimelineHistory:
+			ix.Histories = append(ix.Histories, name)
+		case wal.KindBackupHistory:
+			ix.Backups = append(ix.Backups, name)
+		case wal.KindPartial:
+			seg, err := wal.ParseSegmentName(strings.TrimSuffix(name, ".partial"), segSize)
+			if err == nil {
+				get(uint32(seg.TLI)).Partial = append(get(uint32(seg.TLI)).Partial, name)
+			}
+		case wal.KindSegment:
+			seg, err := wal.ParseSegmentName(name, segSize)
+			if err != nil {
+				return nil
+			}
+			t := get(uint32(seg.TLI))
+			t.Add(seg.No, oi.ModTime)
+			t.Bytes += oi.Size
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing archived WAL: %w", err)
+	}
+	for _, t := range byTLI {
+		t.computeGaps()
+		ix.Timelines = append(ix.Timelines, t)
+	}
+	sort.Slice(ix.Timelines, func(i, j int) bool { return ix.Timelines[i].Timeline < ix.Timelines[j].Timeline })
+	return ix, nil
+}
+
+// Timeline returns the WAL on tli, or nil.
+func (ix *WALIndex) Timeline(tli uint32) *TimelineWAL {
+	for _, t := range ix.Timelines {
+		if t.Timeline == tli {
+			return t
+		}
+	}
+	return nil
+}
+
+// ContiguousEnd returns the LSN just past the last segment reachable from
+// segment no without a gap on this timeline, and whether segment no itself
+// is there.
+func (t *TimelineWAL) ContiguousEnd(no, segSize uint64) (wal.LSN, bool) {
+	if t == nil || !t.segs[no] {
+		return 0, false
+	}
+	for t.segs[no+1] {
+		no++
+	}
+	return wal.SegmentStartLSN(no+1, segSize), true
+}
+
+// Has reports whether segment no is archived on this timeline.
+func (t *TimelineWAL) Has(no uint64) bool { return t != nil && t.segs[no] }
+
+// NewTimelineWAL returns an empty TimelineWAL (for building indexes in
+// tests and tools); Add fills it.
+func NewTimelineWAL(tli uint32, segSize uint64) *TimelineWAL {
+	return &TimelineWAL{Timeline: tli, segs: map[uint64]bool{}, segSize: segSize}
+}
+
+// Add records segment no, archived at t.
+func (t *TimelineWAL) Add(no uint64, at time.Time) {
+	if t.segs[no] {
+		return
+	}
+	t.segs[no] = true
+	t.Segments++
+	if at.After(t.Newest) {
+		t.Newest = at
+	}
+	tli := wal.TimeLineID(t.Timeline)
+	if t.Segments == 1 || no < t.first {
+		t.first = no
+		t.First = wal.SegmentName(tli, no, t.segSize)
+	}
+	if no > t.last || t.Segments == 1 {
+		t.last = no
+		t.Last = wal.SegmentName(tli, no, t.segSize)
+	}
+}
+
+// computeGaps fills Gaps from the recorded segments.
+func (t *TimelineWAL) computeGaps() {
+	nos := make([]uint64, 0, len(t.segs))
+	for n := range t.segs {
+		nos = append(nos, n)
+	}
+	sort.Slice(nos, func(i, j int) bool { return nos[i] < nos[j] })
+	t.Gaps = []Gap{}
+	tli := wal.TimeLineID(t.Timeline)
+	for i := 1; i < len(nos); i++ {
+		if nos[i] != nos[i-1]+1 {
+			t.Gaps = append(t.Gaps, Gap{From: wal.SegmentName(tli, nos[i-1]+1, t.segSize), To: wal.SegmentName(tli, nos[i]-1, t.segSize)})
+		}
+	}
+}

@@ -1,0 +1,149 @@
+package envelope
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"testing"
+)
+
+func testContent(n int) []byte {
+	r := rand.New(rand.NewPCG(1, 2))
+	b := make([]byte, n)
+	for i := range b {
+		// Half-compressible: runs of text with random bytes.
+		if i%64 < 32 {
+			b[i] = byte('a' + i%7)
+		} else {
+			b[i] = byte(r.UintN(256))
+		}
+	}
+	return b
+}
+
+var allCompressions = []Compression{{None, 0}, {Zstd, 0}, {Zstd, 3}, {LZ4, 0}, {LZ4, 9}, {S2, 0}, {S2, 2}}
+
+func TestRoundTrip(t *testing.T) {
+	for _, c := range allCompressions {
+		for _, n := range []int{0, 1, 1000, 5 << 20} {
+			content := testContent(n)
+			var buf bytes.Buffer
+			sum, err := Encode(&buf, content, c)
+			if err != nil {
+				t.Fatalf("%s/%d: encode: %v", c, n, err)
+			}
+			if sum != SumOf(content) {
+				t.Fatalf("%s/%d: sum %v, want %v", c, n, sum, SumOf(content))
+			}
+			got, gsum, err := Decode(bytes.NewReader(buf.Bytes()))
+			if err != nil {
+				t.Fatalf("%s/%d: decode: %v", c, n, err)
+			}
+			if !bytes.Equal(got, content) || gsum != sum {
+				t.Fatalf("%s/%d: round trip mismatch", c, n)
+			}
+			// Decoding through a reader that returns one byte at a time.
+			got, _, err = Decode(&oneByteReader{bytes.NewReader(buf.Bytes())})
+			if err != nil || !bytes.Equal(got, content) {
+				t.Fatalf("%s/%d: byte-at-a-time decode: %v", c, n, err)
+			}
+		}
+	}
+}
+
+type oneByteReader struct{ r io.Reader }
+
+func (o *oneByteReader) Read(p []byte) (int, error) {
+	if len(p) > 1 {
+		p = p[:1]
+	}
+	return o.r.Read(p)
+}
+
+func TestCorruptionDetected(t *testing.T) {
+	content := testContent(200 << 10)
+	for _, c := range allCompressions {
+		var buf bytes.Buffer
+		if _, err := Encode(&buf, content, c); err != nil {
+			t.Fatal(err)
+		}
+		enc := buf.Bytes()
+		cases := map[string][]byte{
+			"truncated-trailer": enc[:len(enc)-1],
+			"truncated-body":    enc[:len(enc)/2],
+			"header-only":       enc[:headerSize],
+			"empty":             nil,
+		}
+		flipped := bytes.Clone(enc)
+		flipped[headerSize+len(enc)/3] ^= 0x40
+		cases["flipped-body"] = flipped
+		flippedSum := bytes.Clone(enc)
+		flippedSum[len(enc)-16] ^= 1
+		cases["flipped-checksum"] = flippedSum
+		badMagic := bytes.Clone(enc)
+		badMagic[0] = 'X'
+		cases["bad-magic"] = badMagic
+		for name, data := range cases {
+			_, _, err := Decode(bytes.NewReader(data))
+			if !errors.Is(err, ErrCorrupt) {
+				t.Errorf("%s/%s: got %v, want ErrCorrupt", c, name, err)
+			}
+		}
+	}
+}
+
+func TestFutureVersionRefused(t *testing.T) {
+	var buf bytes.Buffer
+	Encode(&buf, []byte("x"), Compression{Codec: Zstd})
+	b := buf.Bytes()
+	b[3] = 2
+	_, _, err := Decode(bytes.NewReader(b))
+	if err == nil || errors.Is(err, ErrCorrupt) {
+		t.Fatalf("want a version error, got %v", err)
+	}
+}
+
+func TestTransportErrorIsNotCorruption(t *testing.T) {
+	var buf bytes.Buffer
+	Encode(&buf, testContent(1<<20), Compression{Codec: Zstd})
+	boom := errors.New("connection reset")
+	r := io.MultiReader(bytes.NewReader(buf.Bytes()[:buf.Len()/2]), &errReader{boom})
+	_, _, err := Decode(r)
+	if !errors.Is(err, boom) {
+		t.Fatalf("got %v, want the transport error", err)
+	}
+}
+
+type errReader struct{ err error }
+
+func (e *errReader) Read([]byte) (int, error) { return 0, e.err }
+
+func TestParseCompression(t *testing.T) {
+	good := map[string]Compression{"zstd": {Zstd, 0}, "lz4:1": {LZ4, 1}, "none": {None, 0}, "s2:3": {S2, 3}}
+	for in, want := range good {
+		got, err := ParseCompression(in)
+		if err != nil || got != want {
+			t.Errorf("%q: got %v %v", in, got, err)
+		}
+	}
+	for _, bad := range []string{"gzip", "zstd:9", "lz4:x", "s2:-1"} {
+		if _, err := ParseCompression(bad); err == nil {
+			t.Errorf("%q: accepted", bad)
+		}
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	for _, c := range allCompressions {
+		var buf bytes.Buffer
+		Encode(&buf, testContent(3000), c)
+		f.Add(buf.Bytes())
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got, sum, err := Decode(bytes.NewReader(data))
+		if err == nil && SumOf(got) != sum {
+			t.Fatalf("accepted content whose checksum does not match")
+		}
+	})
+}

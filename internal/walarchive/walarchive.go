@@ -1,0 +1,222 @@
+// Package walarchive moves WAL files between PostgreSQL and the repository:
+// Push for archive_command, Fetch for restore_command.
+package walarchive
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/pgkeep/pgkeep/internal/pgcontrol"
+	"github.com/pgkeep/pgkeep/internal/repo"
+	"github.com/pgkeep/pgkeep/internal/storage"
+	"github.com/pgkeep/pgkeep/internal/wal"
+)
+
+// ErrNotArchived means the requested WAL file is not in the repository.
+// Fetch returns it only when the store positively said so.
+var ErrNotArchived = errors.New("not in the archive")
+
+// PushOptions configures Push.
+type PushOptions struct {
+	// PGData is the cluster's data directory, used to read pg_control when
+	// the repository is created and to check history files. "" means: the
+	// directory above pg_wal when path is inside one.
+	PGData string
+}
+
+// PushResult describes an archived file.
+type PushResult struct {
+	Name    string
+	Key     string
+	Size    int64 // bytes of the WAL file
+	Stored  int64 // bytes stored
+	Existed bool  // it was already archived with identical content
+}
+
+// clusterInfo is what a push knows about the cluster that produced a file.
+type clusterInfo struct {
+	sysID   uint64
+	major   int
+	segSize uint64
+	source  string // where it came from, for messages
+}
+
+// Push archives the WAL file at path: a segment, a .partial segment, a
+// .backup history file or a .history timeline file. It returns only once
+// the object is durably in the repository. An identical file already in the
+// repository is success (Existed); different content under the same name is
+// an error wrapping repo.ErrConflict and nothing is overwritten. A file from
+// another cluster than the repository's is refused (repo.ErrForeignCluster).
+func Push(ctx context.Context, r *repo.Repo, path string, opts PushOptions) (PushResult, error) {
+	name := filepath.Base(path)
+	kind, err := wal.Classify(name)
+	if err != nil {
+		return PushResult{}, fmt.Errorf("%s is not a WAL file PostgreSQL archives: %w", path, err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return PushResult{}, fmt.Errorf("reading WAL file: %w", err)
+	}
+	info, err := identify(kind, data, path, opts.PGData)
+	if err != nil {
+		return PushResult{}, err
+	}
+	if _, err := r.EnsureIdentity(ctx, repo.Identity{
+		SystemIdentifier: info.sysID, PGMajor: info.major, WalSegSize: info.segSize,
+	}); err != nil {
+		if errors.Is(err, repo.ErrForeignCluster) {
+			return PushResult{}, fmt.Errorf("refusing to archive %s (cluster identified by %s): %w", name, info.source, err)
+		}
+		return PushResult{}, fmt.Errorf("checking repository %s: %w", r.Location(), err)
+	}
+	key := repo.WALKey(name)
+	res, err := r.PutObject(ctx, key, data)
+	if err != nil {
+		if errors.Is(err, repo.ErrConflict) {
+			return PushResult{}, fmt.Errorf("refusing to archive %s: %w", name, err)
+		}
+		return PushResult{}, fmt.Errorf("archiving %s: %w", name, err)
+	}
+	return PushResult{Name: name, Key: key, Size: int64(len(data)), Stored: res.Stored, Existed: res.Existed}, nil
+}
+
+// identify works out which cluster produced a WAL file. Segments carry
+// their system identifier and size in the first page's long header; for
+// history files, and to learn the major version, pg_control is read.
+func identify(kind wal.Kind, data []byte, path, pgdata string) (clusterInfo, error) {
+	if pgdata == "" {
+		if dir := filepath.Dir(path); filepath.Base(dir) == "pg_wal" {
+			pgdata = filepath.Dir(dir)
+		}
+	}
+	var ctl *pgcontrol.ControlFile
+	var ctlErr error
+	if pgdata != "" {
+		ctl, ctlErr = pgcontrol.ReadFile(pgdata)
+	} else {
+		ctlErr = errors.New("no data directory known (set PGDATA or --pgdata)")
+	}
+
+	isSegment := kind == wal.KindSegment || kind == wal.KindPartial
+	if isSegment {
+		hdr, err := ParseSegmentHeader(data)
+		if err != nil {
+			return clusterInfo{}, fmt.Errorf("%s: %w", path, err)
+		}
+		if kind == wal.KindSegment && uint64(len(data)) != uint64(hdr.SegSize) {
+			return clusterInfo{}, fmt.Errorf("%s is %d bytes but its header says segments are %d bytes; is it being written?", path, len(data), hdr.SegSize)
+		}
+		info := clusterInfo{sysID: hdr.SysID, segSize: uint64(hdr.SegSize), source: "the segment's page header"}
+		if ctl != nil && ctl.SystemIdentifier == hdr.SysID {
+			info.major, _ = ctl.MajorVersion()
+		}
+		return info, nil
+	}
+	if ctl == nil {
+		return clusterInfo{}, fmt.Errorf("cannot tell which cluster %s belongs to: reading pg_control: %w", filepath.Base(path), ctlErr)
+	}
+	major, err := ctl.MajorVersion()
+	if err != nil {
+		return clusterInfo{}, fmt.Errorf("reading pg_control in %s: %w", pgdata, err)
+	}
+	return clusterInfo{sysID: ctl.SystemIdentifier, major: major, segSize: uint64(ctl.WalSegSize),
+		source: "pg_control in " + pgdata}, nil
+}
+
+// SegmentHeader is the long page header at the start of every WAL segment.
+type SegmentHeader struct {
+	Magic    uint16
+	TLI      uint32
+	PageAddr uint64
+	SysID    uint64
+	SegSize  uint32
+	BlockSz  uint32
+}
+
+// xlpLongHeader is XLP_LONG_HEADER in xlp_info.
+const xlpLongHeader = 0x0002
+
+// ParseSegmentHeader reads the long page header (XLogLongPageHeaderData)
+// at the start of a WAL segment.
+func ParseSegmentHeader(data []byte) (SegmentHeader, error) {
+	if len(data) < 40 {
+		return SegmentHeader{}, errors.New("too short to be a WAL segment")
+	}
+	h := SegmentHeader{
+		Magic:    binary.LittleEndian.Uint16(data[0:2]),
+		TLI:      binary.LittleEndian.Uint32(data[4:8]),
+		PageAddr: binary.LittleEndian.Uint64(data[8:16]),
+		SysID:    binary.LittleEndian.Uint64(data[24:32]),
+		SegSize:  binary.LittleEndian.Uint32(data[32:36]),
+		BlockSz:  binary.LittleEndian.Uint32(data[36:40]),
+	}
+	info := binary.LittleEndian.Uint16(data[2:4])
+	if h.Magic&0xFF00 != 0xD100 || info&xlpLongHeader == 0 {
+		return SegmentHeader{}, fmt.Errorf("not a WAL segment: no long page header (magic %#04x, info %#04x)", h.Magic, info)
+	}
+	if !wal.ValidSegSize(uint64(h.SegSize)) || h.BlockSz == 0 || h.BlockSz&(h.BlockSz-1) != 0 {
+		return SegmentHeader{}, fmt.Errorf("not a WAL segment: implausible segment size %d or block size %d", h.SegSize, h.BlockSz)
+	}
+	return h, nil
+}
+
+// FetchOptions configures Fetch.
+type FetchOptions struct{}
+
+// Fetch restores the archived WAL file name into dest, for restore_command.
+// It writes dest only with verified content, atomically (a temporary file
+// renamed into place). If the repository positively does not have the file
+// it returns an error wrapping ErrNotArchived; every other failure
+// (unreachable storage, no repository at that location, corruption) is a
+// different error, because PostgreSQL takes "not found" as the end of the
+// archive.
+func Fetch(ctx context.Context, r *repo.Repo, name, dest string, _ FetchOptions) error {
+	kind, err := wal.Classify(name)
+	if err != nil {
+		return fmt.Errorf("%q is not a WAL file name: %w", name, err)
+	}
+	id, err := r.Identity(ctx)
+	if err != nil {
+		return fmt.Errorf("fetching %s: %w", name, err)
+	}
+	tmp := dest + ".pgkeep-partial"
+	err = r.ReadObject(ctx, repo.WALKey(name), func(rd io.Reader) error {
+		f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+		if err != nil {
+			return fmt.Errorf("creating %s: %w", tmp, err)
+		}
+		_, cerr := io.Copy(f, rd)
+		if err := f.Close(); cerr == nil && err != nil {
+			cerr = fmt.Errorf("writing %s: %w", tmp, err)
+		}
+		return cerr
+	}, nil)
+	if err != nil {
+		os.Remove(tmp)
+		if errors.Is(err, storage.ErrNotFound) {
+			return fmt.Errorf("%s: %w", name, ErrNotArchived)
+		}
+		return fmt.Errorf("fetching %s: %w", name, err)
+	}
+	if kind == wal.KindSegment {
+		st, err := os.Stat(tmp)
+		if err != nil {
+			os.Remove(tmp)
+			return err
+		}
+		if uint64(st.Size()) != id.WalSegSize {
+			os.Remove(tmp)
+			return fmt.Errorf("fetching %s: archived segment is %d bytes, the repository's segment size is %d", name, st.Size(), id.WalSegSize)
+		}
+	}
+	if err := os.Rename(tmp, dest); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("fetching %s: %w", name, err)
+	}
+	return nil
+}
