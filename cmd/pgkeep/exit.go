@@ -8,6 +8,7 @@ import (
 
 	"github.com/pgkeep/pgkeep/internal/envelope"
 	"github.com/pgkeep/pgkeep/internal/repo"
+	"github.com/pgkeep/pgkeep/internal/restore"
 )
 
 // Exit codes. They are part of the interface: scripts, monitoring and
@@ -72,7 +73,8 @@ func exitCode(err error, stderr io.Writer) int {
 		}
 	case errors.As(err, &ue):
 		code = exitUsage
-	case errors.Is(err, repo.ErrConflict), errors.Is(err, repo.ErrForeignCluster), errors.Is(err, errRefused):
+	case errors.Is(err, repo.ErrConflict), errors.Is(err, repo.ErrForeignCluster), errors.Is(err, errRefused),
+		errors.Is(err, restore.ErrNotEmpty):
 		code = exitRefused
 	case errors.Is(err, envelope.ErrCorrupt):
 		code = exitCorrupt

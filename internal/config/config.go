@@ -292,10 +292,10 @@ func ParseFile(data []byte) (map[string]string, error) {
 // another pgkeep process (for restore_command). Only settings that were set
 // explicitly are included; no credential is ever part of them.
 func (c *Config) Args() []string {
-	args := []string{"--repo", c.Repo.String()}
+	args := []string{"--repo=" + c.Repo.String()}
 	add := func(name, val string) {
 		if _, set := c.Sources[name]; set {
-			args = append(args, "--"+name, val)
+			args = append(args, "--"+name+"="+val)
 		}
 	}
 	add("s3-region", c.S3.Region)

@@ -91,7 +91,7 @@ func TestArgsCarryNoSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := strings.Join(cfg.Args(), " ")
-	want := "--repo s3://b/p --s3-endpoint http://127.0.0.1:9000 --s3-path-style true"
+	want := "--repo=s3://b/p --s3-endpoint=http://127.0.0.1:9000 --s3-path-style=true"
 	if got != want {
 		t.Fatalf("Args() = %q, want %q", got, want)
 	}

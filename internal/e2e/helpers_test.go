@@ -73,28 +73,19 @@ func fileRepo(t testing.TB) repoSpec {
 	return repoSpec{URL: "file://" + filepath.Join(dir, "repo")}
 }
 
-var (
-	minioOnce sync.Once
-	minio     *pgtest.MinIO
-)
-
 // s3Repo returns a repository in a fresh bucket of the shared MinIO.
 func s3Repo(t *testing.T) repoSpec {
-	m := sharedMinIO(t)
-	bucket := m.NewBucket(t)
+	m := pgtest.StartMinIO(t)
+	bucket := m.Bucket
+	// Servers started by the test (restore_command) get credentials the way
+	// a real one would: from their environment.
+	t.Setenv("AWS_ACCESS_KEY_ID", m.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", m.SecretKey)
 	return repoSpec{
 		URL:  "s3://" + bucket + "/cluster-a",
 		Args: []string{"--s3-endpoint", m.Endpoint, "--s3-path-style", "--s3-region", m.Region, "--retry-timeout", "20s"},
 		Env:  []string{"AWS_ACCESS_KEY_ID=" + m.AccessKey, "AWS_SECRET_ACCESS_KEY=" + m.SecretKey},
 	}
-}
-
-func sharedMinIO(t *testing.T) *pgtest.MinIO {
-	t.Helper()
-	if minio == nil {
-		minio = pgtest.StartMinIO(t)
-	}
-	return minio
 }
 
 // result is what a pgkeep run produced.

@@ -75,9 +75,9 @@ func TestStoryEndToEnd(t *testing.T) {
 				t.Fatalf("markers after restore: %q", got)
 			}
 			for q, want := range map[string]string{
-				"SELECT count(*)::text FROM pgbench_accounts":  accounts,
+				"SELECT count(*)::text FROM pgbench_accounts":      accounts,
 				"SELECT sum(abalance)::text FROM pgbench_accounts": balance,
-				"SELECT count(*)::text FROM pgbench_history":   history,
+				"SELECT count(*)::text FROM pgbench_history":       history,
 			} {
 				if got := r.QueryString(t, q); got != want {
 					t.Errorf("%s: %s, want %s", q, got, want)

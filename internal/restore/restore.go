@@ -180,8 +180,8 @@ func layout(pgdata string, m *catalog.Manifest, remap map[string]string) (map[st
 	sort.Slice(dirs, func(i, j int) bool { return dirs[i].Path < dirs[j].Path })
 	for _, d := range dirs {
 		p := filepath.Join(pgdata, filepath.FromSlash(d.Path))
-		if isTablespaceLink(d.Path) {
-			continue
+		if strings.HasPrefix(d.Path, "pg_tblspc/") {
+			continue // below the links, created once they exist
 		}
 		if err := os.MkdirAll(p, 0o700); err != nil {
 			return nil, fmt.Errorf("creating %s: %w", p, err)
@@ -441,7 +441,7 @@ func recoveryConf(m *catalog.Manifest, opts Options) string {
 	t := opts.Target
 	switch {
 	case t.Time != nil:
-		set("recovery_target_time", t.Time.UTC().Format("2006-01-02 15:04:05.999999Z07:00"))
+		set("recovery_target_time", t.Time.UTC().Format("2006-01-02 15:04:05.999999")+"+00")
 	case t.LSN != nil:
 		set("recovery_target_lsn", t.LSN.String())
 	case t.XID != "":

@@ -40,7 +40,7 @@ func New(root string) (*Store, error) {
 		return nil, fmt.Errorf("%s is not a directory", root)
 	case errors.Is(err, fs.ErrNotExist):
 		if _, perr := os.Stat(filepath.Dir(root)); perr != nil {
-			return nil, fmt.Errorf("cannot create repository %s: its parent directory is not usable: %w", root, perr)
+			return nil, storage.Permanent(fmt.Errorf("no pgkeep repository at %s, and none can be created there: %w", root, perr))
 		}
 		// Created lazily by the first Put; reads of a missing root answer
 		// "not found", which repo turns into "no repository here".

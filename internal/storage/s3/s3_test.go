@@ -13,7 +13,6 @@ import (
 	"github.com/pgkeep/pgkeep/internal/storage/storagetest"
 )
 
-
 func newStore(t *testing.T, mc *pgtest.MinIO, bucket, prefix string) *Store {
 	t.Helper()
 	t.Setenv("AWS_ACCESS_KEY_ID", mc.AccessKey)
