@@ -145,3 +145,21 @@ func TestNeededSegments(t *testing.T) {
 		t.Fatalf("got %v", got)
 	}
 }
+
+func TestParseLabel(t *testing.T) {
+	text := "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nCHECKPOINT LOCATION: 0/2000060\nBACKUP METHOD: streamed\nBACKUP FROM: primary\nSTART TIME: 2026-11-24 10:00:00 UTC\nLABEL: x\nSTART TIMELINE: 3\n"
+	l, err := parseLabel(text)
+	if err != nil || l.tli != 3 {
+		t.Fatalf("%+v %v", l, err)
+	}
+	for _, bad := range []string{"", "START TIMELINE: x\n", "LABEL: y\n"} {
+		if _, err := parseLabel(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func FuzzParseLabel(f *testing.F) {
+	f.Add("START TIMELINE: 1\n")
+	f.Fuzz(func(t *testing.T, s string) { parseLabel(s) })
+}

@@ -147,6 +147,8 @@ func archivingCluster(t *testing.T, repo repoSpec, conf map[string]string) *pgte
 // archived the segment that was current; it returns that segment's name.
 func switchAndWait(t *testing.T, c *pgtest.Cluster) string {
 	t.Helper()
+	// Write a little WAL first: a switch with nothing new is a no-op.
+	c.Exec(t, "SELECT pg_logical_emit_message(false, 'pgkeep-test', 'switch')")
 	seg := c.QueryString(t, "SELECT pg_walfile_name(pg_switch_wal())")
 	waitArchived(t, c, seg)
 	return seg
