@@ -93,6 +93,11 @@ instance roles.`,
 		a.newRestoreCmd(),
 		a.newListCmd(),
 		a.newDemoCmd(),
+		a.newExpireCmd(),
+		a.newPinCmd(true),
+		a.newPinCmd(false),
+		a.newVerifyCmd(),
+		a.newStatusCmd(),
 	)
 	a.root = root
 	return root

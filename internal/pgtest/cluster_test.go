@@ -58,4 +58,3 @@ func TestMinIO(t *testing.T) {
 		t.Fatal("buckets")
 	}
 }
-

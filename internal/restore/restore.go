@@ -43,10 +43,11 @@ var ErrNotEmpty = errors.New("target directory is not empty")
 
 // Result describes a restore.
 type Result struct {
-	Backup   *catalog.Manifest
-	Files    int
-	Bytes    int64
-	Duration time.Duration
+	Backup      *catalog.Manifest
+	Tablespaces map[string]string // OID -> location restored to
+	Files       int
+	Bytes       int64
+	Duration    time.Duration
 }
 
 // Run restores into opts.PGData, which must be empty or absent.
@@ -125,7 +126,7 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	if err := syncDir(filepath.Join(opts.PGData, "global")); err != nil {
 		return nil, err
 	}
-	return &Result{Backup: m, Files: len(m.Files), Bytes: m.Size, Duration: time.Since(began)}, nil
+	return &Result{Backup: m, Tablespaces: tsMap, Files: len(m.Files), Bytes: m.Size, Duration: time.Since(began)}, nil
 }
 
 // controlTemp is where pg_control is written until the restore is done.

@@ -1,0 +1,214 @@
+// Package retention decides what expire removes (Plan, a pure function)
+// and removes it (Apply) in an order that is safe to interrupt.
+package retention
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/pgkeep/pgkeep/internal/wal"
+)
+
+// Policy says what to keep. At least one of KeepCount and KeepWithin must
+// be set.
+type Policy struct {
+	// KeepCount keeps the newest N complete backups.
+	KeepCount int
+	// KeepWithin keeps every moment of the last KeepWithin restorable.
+	KeepWithin time.Duration
+	// GarbageAge is how long an incomplete backup may stay untouched
+	// before it counts as interrupted and is removed.
+	GarbageAge time.Duration
+}
+
+// Backup is what the planner knows of a complete backup.
+type Backup struct {
+	ID       string
+	Timeline uint32
+	StartLSN wal.LSN
+	StopTime time.Time
+	Pinned   bool
+}
+
+// Incomplete is a backup id without a completion record.
+type Incomplete struct {
+	ID        string
+	StartLSN  wal.LSN // 0 if unknown (no started.json)
+	Timeline  uint32
+	LastWrite time.Time
+}
+
+// WALFile is an archived WAL file the planner may remove.
+type WALFile struct {
+	Key      string
+	Name     string
+	Timeline uint32
+	SegNo    uint64
+	Kind     wal.Kind
+}
+
+// Input is everything the planner looks at.
+type Input struct {
+	Now        time.Time
+	SegSize    uint64
+	Backups    []Backup // complete, any order
+	Incomplete []Incomplete
+	WAL        []WALFile
+}
+
+// Plan is what expire will do, and why it keeps what it keeps.
+type Plan struct {
+	Keep        []Decision `json:"keep"`
+	Expire      []Decision `json:"expire"`
+	Garbage     []string   `json:"garbage_backups"`
+	InProgress  []string   `json:"in_progress_backups"`
+	DeleteWAL   []string   `json:"delete_wal"`
+	KeptWALFrom []string   `json:"kept_wal_from"` // per timeline: first kept segment
+}
+
+// Decision is a backup and the reason for what happens to it.
+type Decision struct {
+	ID     string `json:"id"`
+	Reason string `json:"reason"`
+}
+
+// walFloor is the oldest WAL some kept or running backup needs: segments
+// on timeline >= tli with number >= segNo.
+type walFloor struct {
+	tli   uint32
+	segNo uint64
+}
+
+// MakePlan computes the plan. It never expires the newest complete backup,
+// a pinned one, or WAL that a kept or in-progress backup needs for
+// recovery to the end of the archive. Timeline history files always stay.
+func MakePlan(in Input, p Policy) (*Plan, error) {
+	if p.KeepCount <= 0 && p.KeepWithin <= 0 {
+		return nil, errors.New("give a retention policy: --keep N and/or --keep-within DURATION")
+	}
+	backups := append([]Backup(nil), in.Backups...)
+	sort.Slice(backups, func(i, j int) bool { return backups[i].ID < backups[j].ID })
+	plan := &Plan{Keep: []Decision{}, Expire: []Decision{}, Garbage: []string{}, InProgress: []string{}, DeleteWAL: []string{}, KeptWALFrom: []string{}}
+
+	reasons := make([]string, len(backups))
+	add := func(i int, why string) {
+		if reasons[i] == "" {
+			reasons[i] = why
+		} else {
+			reasons[i] += "; " + why
+		}
+	}
+	n := len(backups)
+	for i := range backups {
+		if i == n-1 {
+			add(i, "newest backup")
+		}
+		if p.KeepCount > 0 && i >= n-p.KeepCount {
+			add(i, fmt.Sprintf("one of the newest %d", p.KeepCount))
+		}
+		if backups[i].Pinned {
+			add(i, "pinned")
+		}
+	}
+	if p.KeepWithin > 0 {
+		edge := in.Now.Add(-p.KeepWithin)
+		base := -1 // the newest backup that finished at or before the window's start
+		for i, b := range backups {
+			if !b.StopTime.After(edge) {
+				base = i
+			} else {
+				add(i, "finished inside the recovery window")
+			}
+		}
+		if base >= 0 {
+			add(base, "needed to restore the start of the recovery window")
+		}
+	}
+
+	var floors []walFloor
+	for i, b := range backups {
+		if reasons[i] != "" {
+			plan.Keep = append(plan.Keep, Decision{ID: b.ID, Reason: reasons[i]})
+			floors = append(floors, walFloor{b.Timeline, wal.SegmentOf(b.StartLSN, in.SegSize)})
+		} else {
+			plan.Expire = append(plan.Expire, Decision{ID: b.ID, Reason: "outside the retention policy"})
+		}
+	}
+	for _, inc := range in.Incomplete {
+		if in.Now.Sub(inc.LastWrite) >= p.GarbageAge {
+			plan.Garbage = append(plan.Garbage, inc.ID)
+			continue
+		}
+		plan.InProgress = append(plan.InProgress, inc.ID)
+		if inc.StartLSN == 0 {
+			// We do not know where it started: keep all WAL.
+			floors = append(floors, walFloor{0, 0})
+		} else {
+			floors = append(floors, walFloor{inc.Timeline, wal.SegmentOf(inc.StartLSN, in.SegSize)})
+		}
+	}
+	if len(floors) == 0 {
+		return plan, nil // no backups at all: nothing makes WAL removable
+	}
+
+	needed := func(f WALFile) bool {
+		if f.Kind == wal.KindTimelineHistory {
+			return true
+		}
+		for _, fl := range floors {
+			if f.Timeline >= fl.tli && f.SegNo >= fl.segNo {
+				return true
+			}
+		}
+		return false
+	}
+	firstKept := map[uint32]string{}
+	for _, f := range in.WAL {
+		if needed(f) {
+			if f.Kind == wal.KindSegment {
+				if cur, ok := firstKept[f.Timeline]; !ok || f.Name < cur {
+					firstKept[f.Timeline] = f.Name
+				}
+			}
+			continue
+		}
+		plan.DeleteWAL = append(plan.DeleteWAL, f.Key)
+	}
+	sort.Strings(plan.DeleteWAL)
+	for _, name := range firstKept {
+		plan.KeptWALFrom = append(plan.KeptWALFrom, name)
+	}
+	sort.Strings(plan.KeptWALFrom)
+	return plan, nil
+}
+
+// String renders the plan for --dry-run.
+func (p *Plan) String() string {
+	var b strings.Builder
+	for _, d := range p.Keep {
+		fmt.Fprintf(&b, "keep     backup %s: %s\n", d.ID, d.Reason)
+	}
+	for _, d := range p.Expire {
+		fmt.Fprintf(&b, "expire   backup %s: %s\n", d.ID, d.Reason)
+	}
+	for _, id := range p.InProgress {
+		fmt.Fprintf(&b, "keep     incomplete backup %s: may still be running\n", id)
+	}
+	for _, id := range p.Garbage {
+		fmt.Fprintf(&b, "remove   incomplete backup %s: interrupted\n", id)
+	}
+	if len(p.DeleteWAL) > 0 {
+		fmt.Fprintf(&b, "remove   %d WAL files no kept backup needs (%s .. %s)\n", len(p.DeleteWAL), base(p.DeleteWAL[0]), base(p.DeleteWAL[len(p.DeleteWAL)-1]))
+	} else {
+		fmt.Fprintf(&b, "remove   no WAL\n")
+	}
+	for _, k := range p.KeptWALFrom {
+		fmt.Fprintf(&b, "keep     WAL from %s on\n", k)
+	}
+	return b.String()
+}
+
+func base(key string) string { return key[strings.LastIndex(key, "/")+1:] }

@@ -1,0 +1,218 @@
+// Package status summarises a repository for operators and monitoring:
+// the recoverable window, the age of the newest WAL and backup, the RPO
+// estimate, and the repository's size by kind.
+package status
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/pgkeep/pgkeep/internal/catalog"
+	"github.com/pgkeep/pgkeep/internal/progress"
+	"github.com/pgkeep/pgkeep/internal/repo"
+	"github.com/pgkeep/pgkeep/internal/storage"
+	"github.com/pgkeep/pgkeep/internal/wal"
+)
+
+// Status is what `pgkeep status` reports.
+type Status struct {
+	Repository       string     `json:"repository"`
+	SystemIdentifier string     `json:"system_identifier"`
+	PGMajor          int        `json:"pg_major"`
+	Now              time.Time  `json:"now"`
+	Backups          int        `json:"backups"`
+	NewestBackup     string     `json:"newest_backup,omitempty"`
+	NewestBackupAt   *time.Time `json:"newest_backup_finished_at,omitempty"`
+	BackupAgeSeconds *float64   `json:"backup_age_seconds,omitempty"`
+	NewestWAL        string     `json:"newest_wal,omitempty"`
+	NewestWALAt      *time.Time `json:"newest_wal_archived_at,omitempty"`
+	WALAgeSeconds    *float64   `json:"wal_age_seconds,omitempty"`
+	// RPOSeconds estimates how much committed work a loss right now would
+	// cost: the time since the newest WAL reached the repository.
+	RPOSeconds *float64 `json:"rpo_seconds,omitempty"`
+	Window     *Window  `json:"recoverable_window,omitempty"`
+	Gaps       []string `json:"wal_gaps"`
+	Size       Sizes    `json:"size_bytes"`
+	Problems   []string `json:"problems"`
+}
+
+// Window is the span of restorable moments.
+type Window struct {
+	Earliest    time.Time `json:"earliest"`
+	EarliestLSN string    `json:"earliest_lsn"`
+	Latest      time.Time `json:"latest"`
+	LatestLSN   string    `json:"latest_lsn"`
+	Timeline    uint32    `json:"timeline"`
+}
+
+// Sizes are bytes stored, by kind.
+type Sizes struct {
+	WAL     int64 `json:"wal"`
+	Backups int64 `json:"backups"`
+	Garbage int64 `json:"incomplete_backups"`
+	Other   int64 `json:"other"`
+	Total   int64 `json:"total"`
+}
+
+// Compute reads the repository and builds the status.
+func Compute(ctx context.Context, r *repo.Repo, now time.Time) (*Status, error) {
+	id, err := r.Identity(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s := &Status{Repository: r.Location(), SystemIdentifier: id.SystemIDString, PGMajor: id.PGMajor, Now: now, Gaps: []string{}, Problems: []string{}}
+	entries, err := catalog.Scan(ctx, r.Storage())
+	if err != nil {
+		return nil, err
+	}
+	var backups []*catalog.Manifest
+	for _, e := range entries {
+		if e.Complete {
+			m, err := catalog.ReadManifest(ctx, r, e.ID)
+			if err != nil {
+				return nil, err
+			}
+			backups = append(backups, m)
+			s.Size.Backups += e.Stored
+		} else {
+			s.Size.Garbage += e.Stored
+		}
+	}
+	ix, err := catalog.ScanWAL(ctx, r.Storage(), id.WalSegSize)
+	if err != nil {
+		return nil, err
+	}
+	s.Size.WAL = ix.Bytes
+	err = r.Storage().List(ctx, "", func(oi storage.ObjectInfo) error {
+		s.Size.Total += oi.Size
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing the repository: %w", err)
+	}
+	s.Size.Other = s.Size.Total - s.Size.WAL - s.Size.Backups - s.Size.Garbage
+
+	s.Backups = len(backups)
+	if n := len(backups); n > 0 {
+		b := backups[n-1]
+		s.NewestBackup = b.ID
+		s.NewestBackupAt = &b.StopTime
+		s.BackupAgeSeconds = secs(now.Sub(b.StopTime))
+	} else {
+		s.Problems = append(s.Problems, "no complete backup: nothing can be restored")
+	}
+	// The newest WAL over all timelines.
+	var newest *catalog.TimelineWAL
+	for _, t := range ix.Timelines {
+		if t.Segments > 0 && (newest == nil || t.Timeline > newest.Timeline) {
+			newest = t
+		}
+	}
+	if newest != nil {
+		s.NewestWAL = newest.Last
+		at := newest.Newest
+		s.NewestWALAt = &at
+		s.WALAgeSeconds = secs(now.Sub(at))
+		s.RPOSeconds = s.WALAgeSeconds
+	} else {
+		s.Problems = append(s.Problems, "no archived WAL")
+	}
+
+	// The window: from the earliest backup whose WAL chain reaches the
+	// end of its timeline's archive, to the end of that archive.
+	for _, t := range ix.Timelines {
+		for _, g := range t.Gaps {
+			s.Gaps = append(s.Gaps, fmt.Sprintf("timeline %d: %s..%s", t.Timeline, g.From, g.To))
+		}
+	}
+	for _, b := range backups {
+		tl := ix.Timeline(b.Timeline)
+		start := wal.SegmentOf(b.Start(), b.WalSegSize)
+		end, ok := tl.ContiguousEnd(start, b.WalSegSize)
+		if !ok || end < b.Stop() {
+			s.Problems = append(s.Problems, fmt.Sprintf("backup %s is missing WAL %s..%s and cannot be restored", b.ID, b.StartWAL, b.StopWAL))
+			continue
+		}
+		if lastNo := wal.SegmentOf(end, b.WalSegSize) - 1; lastNo < segNo(tl.Last, b.WalSegSize) {
+			s.Problems = append(s.Problems, fmt.Sprintf("a WAL gap after %s stops recovery from backup %s short of the end of the archive",
+				wal.SegmentName(wal.TimeLineID(b.Timeline), lastNo, b.WalSegSize), b.ID))
+		}
+		if s.Window == nil {
+			s.Window = &Window{Earliest: b.StopTime, EarliestLSN: b.StopLSN, Latest: tl.Newest, LatestLSN: end.String(), Timeline: b.Timeline}
+		}
+	}
+	if s.Window == nil && len(backups) > 0 {
+		s.Problems = append(s.Problems, "no backup is restorable")
+	}
+	return s, nil
+}
+
+func segNo(name string, segSize uint64) uint64 {
+	seg, _ := wal.ParseSegmentName(name, segSize)
+	return seg.No
+}
+
+func secs(d time.Duration) *float64 {
+	v := d.Seconds()
+	return &v
+}
+
+// Thresholds make Check fail.
+type Thresholds struct {
+	MaxRPO       time.Duration
+	MaxBackupAge time.Duration
+}
+
+// Check returns the reasons the status is not healthy: problems found, or
+// thresholds exceeded.
+func (s *Status) Check(th Thresholds) []string {
+	out := append([]string(nil), s.Problems...)
+	if th.MaxRPO > 0 {
+		if s.RPOSeconds == nil {
+			out = append(out, "RPO unknown: no archived WAL")
+		} else if d := time.Duration(*s.RPOSeconds * float64(time.Second)); d > th.MaxRPO {
+			out = append(out, fmt.Sprintf("RPO %s exceeds --max-rpo %s: no WAL archived since %s", d.Round(time.Second), th.MaxRPO, s.NewestWALAt.Format(time.RFC3339)))
+		}
+	}
+	if th.MaxBackupAge > 0 {
+		if s.BackupAgeSeconds == nil {
+			out = append(out, "no backup")
+		} else if d := time.Duration(*s.BackupAgeSeconds * float64(time.Second)); d > th.MaxBackupAge {
+			out = append(out, fmt.Sprintf("newest backup %s is %s old, more than --max-backup-age %s", s.NewestBackup, d.Round(time.Second), th.MaxBackupAge))
+		}
+	}
+	return out
+}
+
+// String renders the status for people.
+func (s *Status) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "repository        %s (cluster %s, PostgreSQL %d)\n", s.Repository, s.SystemIdentifier, s.PGMajor)
+	if s.Window != nil {
+		fmt.Fprintf(&b, "recoverable       %s .. %s (timeline %d, LSN %s .. %s)\n", s.Window.Earliest.UTC().Format(time.RFC3339),
+			s.Window.Latest.UTC().Format(time.RFC3339), s.Window.Timeline, s.Window.EarliestLSN, s.Window.LatestLSN)
+	} else {
+		fmt.Fprintf(&b, "recoverable       nothing\n")
+	}
+	if s.NewestBackupAt != nil {
+		fmt.Fprintf(&b, "newest backup     %s, finished %s ago (%d backups)\n", s.NewestBackup, dur(*s.BackupAgeSeconds), s.Backups)
+	}
+	if s.NewestWALAt != nil {
+		fmt.Fprintf(&b, "newest WAL        %s, archived %s ago\n", s.NewestWAL, dur(*s.WALAgeSeconds))
+		fmt.Fprintf(&b, "RPO estimate      %s (work committed since the newest archived WAL)\n", dur(*s.RPOSeconds))
+	}
+	fmt.Fprintf(&b, "size              %s total: WAL %s, backups %s, incomplete backups %s\n", progress.Bytes(s.Size.Total), progress.Bytes(s.Size.WAL), progress.Bytes(s.Size.Backups), progress.Bytes(s.Size.Garbage))
+	for _, g := range s.Gaps {
+		fmt.Fprintf(&b, "WAL gap           %s\n", g)
+	}
+	for _, p := range s.Problems {
+		fmt.Fprintf(&b, "PROBLEM           %s\n", p)
+	}
+	return b.String()
+}
+
+func dur(sec float64) string {
+	return time.Duration(sec * float64(time.Second)).Round(time.Second).String()
+}
