@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/pgkeep/pgkeep/internal/config"
 	"github.com/pgkeep/pgkeep/internal/progress"
@@ -161,10 +162,13 @@ func absPath(p string) string {
 }
 
 // progress returns the reporter for long operations: nothing when quiet,
-// else plain lines on stderr.
+// a bar on a terminal, else plain lines every few seconds on stderr.
 func (a *app) progress(quiet bool) progress.Reporter {
 	if quiet {
 		return progress.Nop{}
+	}
+	if f, ok := a.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		return progress.NewBar(a.stderr)
 	}
 	return progress.NewLines(a.stderr, 5*time.Second)
 }

@@ -12,6 +12,7 @@ import (
 func (a *app) newWalPushCmd() *cobra.Command {
 	var pgdata string
 	var verbose bool
+	var lookAhead int
 	cmd := &cobra.Command{
 		Use:   "wal-push PATH",
 		Short: "Archive one WAL segment or history file (for archive_command)",
@@ -31,14 +32,14 @@ the one the repository belongs to. Segments, .partial segments, .backup and
 		Example: `  pgkeep wal-push --repo s3://bucket/prod pg_wal/000000010000000000000001`,
 		Args:    exactArgs(1, "the path of one WAL file"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, _, err := a.openRepo(cmd)
+			r, cfg, err := a.openRepo(cmd)
 			if err != nil {
 				return err
 			}
 			if pgdata == "" {
 				pgdata = a.env("PGDATA")
 			}
-			res, err := walarchive.Push(cmd.Context(), r, args[0], walarchive.PushOptions{PGData: pgdata})
+			res, err := walarchive.Push(cmd.Context(), r, args[0], walarchive.PushOptions{PGData: pgdata, LookAhead: lookAhead, Workers: cfg.Workers})
 			if err != nil {
 				return err
 			}
@@ -54,6 +55,7 @@ the one the repository belongs to. Segments, .partial segments, .backup and
 	}
 	cmd.Flags().StringVar(&pgdata, "pgdata", "", "data directory, to read pg_control (default $PGDATA, else the directory above pg_wal)")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "report what was archived")
+	cmd.Flags().IntVar(&lookAhead, "look-ahead", 8, "also upload up to this many further ready segments in parallel, so the next calls return at once (0: off)")
 	return cmd
 }
 

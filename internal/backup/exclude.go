@@ -19,6 +19,8 @@ var excludeDirContents = map[string]bool{
 	"pg_snapshots": true,
 	"pg_stat_tmp":  true,
 	"pg_subtrans":  true,
+	// pgkeep's own restore prefetch spool.
+	"pgkeep_prefetch": true,
 }
 
 // Files never backed up, anywhere in the tree. backup_label and

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/pgkeep/pgkeep/internal/pgcontrol"
 	"github.com/pgkeep/pgkeep/internal/repo"
@@ -27,6 +28,11 @@ type PushOptions struct {
 	// the repository is created and to check history files. "" means: the
 	// directory above pg_wal when path is inside one.
 	PGData string
+	// LookAhead uploads up to this many further ready segments in
+	// parallel, so that PostgreSQL's next calls return at once (0: off).
+	LookAhead int
+	// Workers upload look-ahead segments in parallel.
+	Workers int
 }
 
 // PushResult describes an archived file.
@@ -62,6 +68,10 @@ func Push(ctx context.Context, r *repo.Repo, path string, opts PushOptions) (Pus
 	if err != nil {
 		return PushResult{}, fmt.Errorf("reading WAL file: %w", err)
 	}
+	walDir := filepath.Dir(path)
+	if kind == wal.KindSegment && alreadyPushed(walDir, name, data) {
+		return PushResult{Name: name, Key: repo.WALKey(name), Size: int64(len(data)), Existed: true}, nil
+	}
 	info, err := identify(kind, data, path, opts.PGData)
 	if err != nil {
 		return PushResult{}, err
@@ -75,6 +85,22 @@ func Push(ctx context.Context, r *repo.Repo, path string, opts PushOptions) (Pus
 		return PushResult{}, fmt.Errorf("checking repository %s: %w", r.Location(), err)
 	}
 	key := repo.WALKey(name)
+	var ahead sync.WaitGroup
+	if kind == wal.KindSegment && opts.LookAhead > 0 && filepath.Base(walDir) == "pg_wal" {
+		if names := readySegments(walDir, name, opts.LookAhead); len(names) > 0 {
+			ahead.Add(1)
+			go func() {
+				defer ahead.Done()
+				lookAhead(ctx, r, walDir, names, max(2*opts.Workers, 2))
+			}()
+		}
+	}
+	defer ahead.Wait()
+	if kind == wal.KindSegment || kind == wal.KindPartial {
+		// After promotion, the archiver runs: the restore prefetch spool
+		// is no longer needed.
+		removePrefetchSpool(filepath.Dir(walDir))
+	}
 	res, err := r.PutObject(ctx, key, data)
 	if err != nil {
 		if errors.Is(err, repo.ErrConflict) {
@@ -220,3 +246,13 @@ func Fetch(ctx context.Context, r *repo.Repo, name, dest string, _ FetchOptions)
 	}
 	return nil
 }
+
+// removePrefetchSpool is a placeholder hook for the wal-fetch prefetch
+// spool (PGDATA/pgkeep_prefetch): once a cluster archives, it has been
+// promoted and the spool is stale.
+func removePrefetchSpool(pgdata string) {
+	os.RemoveAll(filepath.Join(pgdata, PrefetchDir))
+}
+
+// PrefetchDir is the wal-fetch prefetch spool, relative to PGDATA.
+const PrefetchDir = "pgkeep_prefetch"

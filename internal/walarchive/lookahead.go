@@ -1,0 +1,122 @@
+package walarchive
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pgkeep/pgkeep/internal/envelope"
+	"github.com/pgkeep/pgkeep/internal/repo"
+	"github.com/pgkeep/pgkeep/internal/wal"
+)
+
+// Look-ahead archiving. PostgreSQL runs archive_command for one segment at
+// a time, so a backlog drains at the speed of one upload after another.
+// When wal-push is asked for segment S, it also uploads the next segments
+// that PostgreSQL has marked ready (pg_wal/archive_status/*.ready), in
+// parallel, and records each durable upload in pg_wal/pgkeep/pushed/NAME
+// with the content's size and checksum. When PostgreSQL then asks for one
+// of those segments, wal-push hashes the file, and if it matches the record
+// it answers success at once, without the network. PostgreSQL still hears
+// "archived" only for content that is durably in the repository.
+
+// pushedDir is where look-ahead records live, inside pg_wal.
+const pushedDir = "pgkeep/pushed"
+
+func recordPath(walDir, name string) string { return filepath.Join(walDir, pushedDir, name) }
+
+func formatRecord(s envelope.Sum) string { return fmt.Sprintf("%d %016x\n", s.Size, s.XXH64) }
+
+// alreadyPushed reports whether a look-ahead record proves that data (the
+// segment's current content) is in the repository. It removes the record.
+func alreadyPushed(walDir, name string, data []byte) bool {
+	p := recordPath(walDir, name)
+	rec, err := os.ReadFile(p)
+	if err != nil {
+		return false
+	}
+	os.Remove(p)
+	return string(rec) == formatRecord(envelope.SumOf(data))
+}
+
+// readySegments lists segments after name that PostgreSQL has marked ready
+// for archiving, in order, at most n.
+func readySegments(walDir, name string, n int) []string {
+	entries, err := os.ReadDir(filepath.Join(walDir, "archive_status"))
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range entries {
+		seg, ok := strings.CutSuffix(e.Name(), ".ready")
+		if !ok || seg <= name {
+			continue
+		}
+		if k, err := wal.Classify(seg); err != nil || k != wal.KindSegment {
+			continue
+		}
+		out = append(out, seg)
+	}
+	sort.Strings(out)
+	if len(out) > n {
+		out = out[:n]
+	}
+	return out
+}
+
+// lookAhead uploads the given segments in parallel with workers and
+// records each success. Failures are left for PostgreSQL's own call to
+// retry and report.
+func lookAhead(ctx context.Context, r *repo.Repo, walDir string, names []string, workers int) {
+	if len(names) == 0 {
+		return
+	}
+	os.MkdirAll(filepath.Join(walDir, pushedDir), 0o700)
+	cleanStale(filepath.Join(walDir, pushedDir))
+	next := make(chan string)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for name := range next {
+				data, err := os.ReadFile(filepath.Join(walDir, name))
+				if err != nil {
+					continue
+				}
+				if hdr, err := ParseSegmentHeader(data); err != nil || uint64(len(data)) != uint64(hdr.SegSize) {
+					continue
+				}
+				res, err := r.PutObject(ctx, repo.WALKey(name), data)
+				if err != nil {
+					continue
+				}
+				tmp := recordPath(walDir, name) + ".tmp"
+				if os.WriteFile(tmp, []byte(formatRecord(res.Sum)), 0o600) == nil {
+					os.Rename(tmp, recordPath(walDir, name))
+				}
+			}
+		}()
+	}
+	for _, n := range names {
+		next <- n
+	}
+	close(next)
+	wg.Wait()
+}
+
+// cleanStale removes records older than a day (segments PostgreSQL never
+// asked about, after a crash or a timeline change).
+func cleanStale(dir string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > 24*time.Hour {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+}
