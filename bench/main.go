@@ -13,7 +13,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,11 +35,11 @@ type measure struct {
 }
 
 type comparison struct {
-	Name     string             `json:"name"`
-	PgkeepC  string             `json:"pgkeep_compression"`
-	PeerC    string             `json:"pgbackrest_compression"`
-	Pgkeep   map[string]measure `json:"pgkeep"`
-	Peer     map[string]measure `json:"pgbackrest"`
+	Name    string             `json:"name"`
+	PgkeepC string             `json:"pgkeep_compression"`
+	PeerC   string             `json:"pgbackrest_compression"`
+	Pgkeep  map[string]measure `json:"pgkeep"`
+	Peer    map[string]measure `json:"pgbackrest"`
 }
 
 type bench struct {
@@ -143,7 +142,7 @@ func (b *bench) setupCluster(ctx context.Context, scale int) error {
 			return err
 		}
 	}
-	port, _ := freePort()
+	port, _ := pgctl.FreePort()
 	b.c = &pgctl.Cluster{R: b.r, DataDir: filepath.Join(base, "data"), Port: port, Socket: sock, LogFile: filepath.Join(base, "log")}
 	if _, err := b.r.Run(ctx, nil, "initdb", "-D", b.c.DataDir, "-k", "--auth=trust", "-U", "postgres", "--locale=C", "-E", "UTF8"); err != nil {
 		return err
@@ -216,6 +215,12 @@ pg1-socket-path=%s
 		return cmp, err
 	}
 	if _, err := b.r.Run(ctx, b.c.Env(), "/usr/bin/pgbackrest", peer("stanza-create")...); err != nil {
+		return cmp, err
+	}
+	// Drain what accumulated while archiving was off, so that neither
+	// backup pays for the other's backlog.
+	pending, _ := b.c.SQL(ctx, "SELECT pg_walfile_name(pg_switch_wal())")
+	if err := b.waitArchived(ctx, pending); err != nil {
 		return cmp, err
 	}
 
@@ -335,7 +340,7 @@ func (b *bench) timed(ctx context.Context, env []string, name string, args ...st
 func (b *bench) recover(ctx context.Context, dataDir, dir, tool string) (float64, error) {
 	sock := filepath.Join(dir, "sock-"+tool)
 	b.mkdir(sock)
-	port, _ := freePort()
+	port, _ := pgctl.FreePort()
 	c := &pgctl.Cluster{R: b.r, DataDir: dataDir, Port: port, Socket: sock, LogFile: filepath.Join(dir, "recovery-"+tool+".log")}
 	began := time.Now()
 	if err := c.Start(ctx); err != nil {
@@ -401,15 +406,6 @@ func duBytes(root string) int64 {
 		return nil
 	})
 	return n
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func copyFile(src, dst string) error {

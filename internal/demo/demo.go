@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -268,7 +267,7 @@ func (d *demo) clusterDirs(name string) (*pgctl.Cluster, error) {
 			return nil, err
 		}
 	}
-	port, err := freePort()
+	port, err := pgctl.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -342,15 +341,6 @@ func appendConf(datadir string, settings map[string]string) error {
 		}
 	}
 	return nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func copyFile(src, dst string, mode os.FileMode) error {

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/pgkeep/pgkeep/internal/catalog"
 	"github.com/pgkeep/pgkeep/internal/envelope"
 	"github.com/pgkeep/pgkeep/internal/progress"
@@ -115,7 +117,7 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	if err := writeRecovery(opts.PGData, m, opts, tsMap); err != nil {
 		return nil, err
 	}
-	if err := syncTree(opts.PGData, m); err != nil {
+	if err := syncTree(opts.PGData, tsMap); err != nil {
 		return nil, err
 	}
 	// pg_control goes last: until it exists PostgreSQL refuses to start,
@@ -482,43 +484,24 @@ func escapeTablespacePath(p string) string {
 	return strings.NewReplacer("\\", "\\\\", "\n", "\\\n", "\r", "\\\r").Replace(p)
 }
 
-// syncTree flushes every restored file and directory to disk.
-func syncTree(pgdata string, m *catalog.Manifest) error {
-	for _, f := range m.Files {
-		p := filepath.Join(pgdata, filepath.FromSlash(destPath(f.Path)))
-		if err := syncFile(p); err != nil {
+// syncTree flushes every restored file and directory to disk: one
+// syncfs(2) per file system (the data directory's and each tablespace's),
+// much faster than an fsync per file.
+func syncTree(pgdata string, tsMap map[string]string) error {
+	roots := []string{pgdata}
+	for _, loc := range tsMap {
+		roots = append(roots, loc)
+	}
+	for _, root := range roots {
+		fh, err := os.Open(root)
+		if err != nil {
 			return err
 		}
-	}
-	for _, name := range []string{"backup_label", "tablespace_map", "postgresql.auto.conf", "recovery.signal", "standby.signal"} {
-		if err := syncFile(filepath.Join(pgdata, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
+		err = unix.Syncfs(int(fh.Fd()))
+		fh.Close()
+		if err != nil {
+			return fmt.Errorf("syncing %s: %w", root, err)
 		}
-	}
-	seen := map[string]bool{}
-	for _, f := range m.Files {
-		d := filepath.Dir(filepath.Join(pgdata, filepath.FromSlash(f.Path)))
-		if !seen[d] {
-			seen[d] = true
-			if err := syncDir(d); err != nil {
-				return err
-			}
-		}
-	}
-	return syncDir(pgdata)
-}
-
-func syncFile(p string) error {
-	fh, err := os.OpenFile(p, os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	err = fh.Sync()
-	if cerr := fh.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("syncing %s: %w", p, err)
 	}
 	return nil
 }

@@ -3,7 +3,6 @@ package verify
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -101,7 +100,7 @@ func Drill(ctx context.Context, r *repo.Repo, opts DrillOptions) (*DrillReport, 
 			return nil, err
 		}
 	}
-	if cluster.Port, err = freePort(); err != nil {
+	if cluster.Port, err = pgctl.FreePort(); err != nil {
 		return nil, err
 	}
 	rep.Logf("drill: starting PostgreSQL on port %d to replay the archived WAL", cluster.Port)
@@ -160,27 +159,5 @@ func waitOpen(ctx context.Context, c *pgctl.Cluster, timeout time.Duration) erro
 		}
 	}
 	log, _ := os.ReadFile(c.LogFile)
-	return fmt.Errorf("the restored cluster did not finish recovery within %s; server log:\n%s", timeout, tail(string(log), 40))
-}
-
-func tail(s string, n int) string {
-	lines := 0
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == '\n' {
-			lines++
-			if lines > n {
-				return s[i+1:]
-			}
-		}
-	}
-	return s
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return fmt.Errorf("the restored cluster did not finish recovery within %s; server log:\n%s", timeout, pgctl.Tail(string(log), 40))
 }
