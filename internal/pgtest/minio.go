@@ -2,9 +2,17 @@ package pgtest
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
+	"math/big"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -30,7 +38,18 @@ type MinIO struct {
 	Region    string
 	Bucket    string // created at start
 	DataDir   string
+	CAFile    string // with TLS: the certificate to trust
 	buckets   atomic.Int64
+}
+
+func (m *MinIO) httpClient() *http.Client {
+	if m.CAFile == "" {
+		return http.DefaultClient
+	}
+	pool := x509.NewCertPool()
+	ca, _ := os.ReadFile(m.CAFile)
+	pool.AppendCertsFromPEM(ca)
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 }
 
 // MinIOBinary finds the MinIO server: $PGKEEP_MINIO, the build cache of
@@ -67,6 +86,18 @@ func MinIOBinary(t testing.TB) string {
 // directory and a fresh bucket; cleanup kills it and removes the data.
 func StartMinIO(t testing.TB) *MinIO {
 	t.Helper()
+	return startMinIO(t, false)
+}
+
+// StartMinIOTLS starts MinIO serving HTTPS with a self-signed certificate
+// for 127.0.0.1; CAFile is the PEM to trust.
+func StartMinIOTLS(t testing.TB) *MinIO {
+	t.Helper()
+	return startMinIO(t, true)
+}
+
+func startMinIO(t testing.TB, useTLS bool) *MinIO {
+	t.Helper()
 	bin := MinIOBinary(t)
 	dir, err := os.MkdirTemp("", "pgk-minio-")
 	if err != nil {
@@ -85,8 +116,18 @@ func StartMinIO(t testing.TB) *MinIO {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "server", "--quiet", "--address", "127.0.0.1:"+strconv.Itoa(port),
-		"--console-address", "127.0.0.1:"+strconv.Itoa(console), m.DataDir)
+	args := []string{"server", "--quiet", "--address", "127.0.0.1:" + strconv.Itoa(port),
+		"--console-address", "127.0.0.1:" + strconv.Itoa(console)}
+	if useTLS {
+		certs := filepath.Join(dir, "certs")
+		m.CAFile = filepath.Join(certs, "public.crt")
+		if err := selfSigned(certs); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--certs-dir", certs)
+		m.Endpoint = "https://127.0.0.1:" + strconv.Itoa(port)
+	}
+	cmd := exec.Command(bin, append(args, m.DataDir)...)
 	cmd.Env = append(os.Environ(), "MINIO_ROOT_USER="+m.AccessKey, "MINIO_ROOT_PASSWORD="+m.SecretKey,
 		"MINIO_BROWSER=off", "MINIO_UPDATE=off", "MINIO_REGION="+m.Region)
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -103,7 +144,7 @@ func StartMinIO(t testing.TB) *MinIO {
 	})
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		resp, err := http.Get(m.Endpoint + "/minio/health/live")
+		resp, err := m.httpClient().Get(m.Endpoint + "/minio/health/live")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
@@ -129,6 +170,7 @@ func StartMinIO(t testing.TB) *MinIO {
 // Client returns an S3 client for the server.
 func (m *MinIO) Client() *s3.Client {
 	return s3.New(s3.Options{
+		HTTPClient:   m.httpClient(),
 		Region:       m.Region,
 		BaseEndpoint: aws.String(m.Endpoint),
 		UsePathStyle: true,
@@ -158,4 +200,39 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// selfSigned writes public.crt and private.key for 127.0.0.1 into dir.
+func selfSigned(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "pgkeep test MinIO"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		DNSNames:              []string{"localhost"},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return err
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "public.crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "private.key"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
 }

@@ -5,6 +5,7 @@ package s3
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -361,6 +362,11 @@ func (s *Store) classify(op, key string, err error) error {
 	}
 	if strings.Contains(err.Error(), "failed to retrieve credentials") || strings.Contains(err.Error(), "no EC2 IMDS role found") {
 		return storage.Permanent(fmt.Errorf("%s %s: no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile (AWS_PROFILE), or run with an instance role", op, key))
+	}
+	var unknownCA x509.UnknownAuthorityError
+	var badHost x509.HostnameError
+	if errors.As(err, &unknownCA) || errors.As(err, &badHost) {
+		return storage.Permanent(fmt.Errorf("%s %s: the S3 endpoint's TLS certificate is not trusted (%v): for a self-signed certificate set s3-ca-bundle to its PEM file", op, key, err))
 	}
 	var dnsErr *net.DNSError
 	if errors.As(err, &dnsErr) && dnsErr.IsNotFound {

@@ -82,3 +82,37 @@ func TestErrors(t *testing.T) {
 		}
 	})
 }
+
+// TestSelfSignedTLS: a store with a self-signed certificate works with
+// the CA bundle setting and is refused without it.
+func TestSelfSignedTLS(t *testing.T) {
+	mc := pgtest.StartMinIOTLS(t)
+	ctx := context.Background()
+	t.Setenv("AWS_ACCESS_KEY_ID", mc.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", mc.SecretKey)
+	cfg := Config{Bucket: mc.Bucket, Region: mc.Region, Endpoint: mc.Endpoint, PathStyle: true, CABundle: mc.CAFile}
+	s, err := New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(ctx, "tls/k", bytes.NewReader([]byte("v")), 1); err != nil {
+		t.Fatalf("with the CA bundle: %v", err)
+	}
+	cfg.CABundle = ""
+	s, _ = New(ctx, cfg)
+	err = s.Put(ctx, "tls/k2", bytes.NewReader([]byte("v")), 1)
+	if err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("without the CA bundle the certificate must be refused, got %v", err)
+	}
+}
+
+func TestUntrustedCertificateIsPermanent(t *testing.T) {
+	mc := pgtest.StartMinIOTLS(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", mc.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", mc.SecretKey)
+	s, _ := New(context.Background(), Config{Bucket: mc.Bucket, Region: mc.Region, Endpoint: mc.Endpoint, PathStyle: true})
+	err := s.Put(context.Background(), "k", bytes.NewReader([]byte("v")), 1)
+	if !storage.IsPermanent(err) || !strings.Contains(err.Error(), "s3-ca-bundle") {
+		t.Fatalf("want a permanent error suggesting s3-ca-bundle, got %v", err)
+	}
+}
