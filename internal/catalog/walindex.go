@@ -166,3 +166,12 @@ func (t *TimelineWAL) computeGaps() {
 		}
 	}
 }
+
+// NewestAt returns when the newest segment of the timeline was archived
+// (zero for a timeline without segments).
+func (t *TimelineWAL) NewestAt() time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.Newest
+}

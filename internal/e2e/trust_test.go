@@ -197,3 +197,38 @@ func TestRestoreDrill(t *testing.T) {
 		}
 	}
 }
+
+// TestTimelineFollow: a restored cluster promotes onto timeline 2 and keeps
+// archiving into the same repository; verify and status follow the
+// timeline history, and a later restore from the timeline-1 backup replays
+// along timeline 2 to its end.
+func TestTimelineFollow(t *testing.T) {
+	repo := fileRepo(t)
+	c := archivingCluster(t, repo, nil)
+	c.Exec(t, "CREATE TABLE markers (id int PRIMARY KEY)")
+	backup(t, c, repo)
+	c.Exec(t, "INSERT INTO markers VALUES (1), (2), (3)")
+	switchAndWait(t, c)
+	c.Stop(t, "immediate")
+
+	r1 := restoreAndStart(t, repo) // archives on timeline 2
+	r1.Exec(t, "INSERT INTO markers VALUES (4), (5)")
+	switchAndWait(t, r1)
+	r1.Stop(t, "fast")
+
+	l := list(t, repo)
+	if len(l.WAL.Timelines) < 2 {
+		t.Fatalf("no WAL on timeline 2: %+v", l.WAL)
+	}
+	if r := run(t, nil, append([]string{"verify"}, repo.Flags()...)...); r.code != 0 {
+		t.Fatalf("verify across the timeline switch: %s", r)
+	}
+	st := mustRun(t, nil, append([]string{"status", "--json"}, repo.Flags()...)...)
+	if !strings.Contains(st.stdout, `"timeline": 2`) {
+		t.Fatalf("status window should end on timeline 2: %s", st.stdout)
+	}
+	r2 := restoreAndStart(t, repo, "--archive-off")
+	if got := markers(t, r2); got != seq(1, 5) {
+		t.Fatalf("restore along timeline 2: markers %q", got)
+	}
+}

@@ -66,7 +66,7 @@ var ErrUnreachable = errors.New("target cannot be reached")
 //   - a time target: the latest backup that finished at or before it;
 //   - an LSN target: the latest backup that stopped at or before it;
 //   - otherwise: the latest backup.
-func ChooseBackup(backups []*catalog.Manifest, ix *catalog.WALIndex, backupID string, t Target) (*catalog.Manifest, error) {
+func ChooseBackup(backups []*catalog.Manifest, ix *catalog.WALIndex, h catalog.Histories, backupID string, t Target) (*catalog.Manifest, error) {
 	if len(backups) == 0 {
 		return nil, errors.New("the repository has no complete backup to restore; take one with 'pgkeep backup'")
 	}
@@ -107,21 +107,21 @@ func ChooseBackup(backups []*catalog.Manifest, ix *catalog.WALIndex, backupID st
 
 	// The WAL from the backup's start to its stop must be there (it was
 	// verified when the backup completed; expiry or damage may have
-	// removed it since), and the target must lie within what follows.
-	segSize := chosen.WalSegSize
-	start := wal.SegmentOf(chosen.Start(), segSize)
-	tl := ix.Timeline(chosen.Timeline)
-	end, ok := tl.ContiguousEnd(start, segSize)
-	if !ok || end < chosen.Stop() {
+	// removed it since), and the target must lie within what follows,
+	// along the timelines recovery will follow.
+	c := ix.ChainFrom(h, chosen.Timeline, chosen.Start())
+	if c.Last == "" || c.End < chosen.Stop() {
 		return nil, fmt.Errorf("%w: backup %s needs WAL %s..%s, which is not all in the repository", ErrUnreachable, chosen.ID, chosen.StartWAL, chosen.StopWAL)
 	}
+	end := c.End
+	newest := ix.Timeline(c.Target).NewestAt()
 	reach := fmt.Sprintf("backup %s restores from %s (LSN %s) to the end of the archived WAL (LSN %s on timeline %d, archived by %s)",
-		chosen.ID, chosen.StopTime.UTC().Format(time.RFC3339), chosen.StopLSN, end, chosen.Timeline, tl.Newest.UTC().Format(time.RFC3339))
+		chosen.ID, chosen.StopTime.UTC().Format(time.RFC3339), chosen.StopLSN, end, c.Target, newest.UTC().Format(time.RFC3339))
 	if t.Time != nil {
 		if t.Time.Before(chosen.StopTime) {
 			return nil, fmt.Errorf("%w: target time %s is before backup %s finished; %s", ErrUnreachable, t.Time.UTC().Format(time.RFC3339), chosen.ID, reach)
 		}
-		if t.Time.After(tl.Newest) && !hasLaterTimeline(ix, chosen.Timeline) {
+		if t.Time.After(newest) {
 			return nil, fmt.Errorf("%w: target time %s is past the end of the archived WAL; %s", ErrUnreachable, t.Time.UTC().Format(time.RFC3339), reach)
 		}
 	}
@@ -129,22 +129,11 @@ func ChooseBackup(backups []*catalog.Manifest, ix *catalog.WALIndex, backupID st
 		if *t.LSN < chosen.Stop() {
 			return nil, fmt.Errorf("%w: target LSN %s is before backup %s stopped; %s", ErrUnreachable, *t.LSN, chosen.ID, reach)
 		}
-		if *t.LSN > end && !hasLaterTimeline(ix, chosen.Timeline) {
+		if *t.LSN > end {
 			return nil, fmt.Errorf("%w: target LSN %s is past the end of the archived WAL; %s", ErrUnreachable, *t.LSN, reach)
 		}
 	}
 	return chosen, nil
-}
-
-// hasLaterTimeline reports whether WAL was archived on a timeline after
-// tli; recovery may follow it, so the end of tli is not the end.
-func hasLaterTimeline(ix *catalog.WALIndex, tli uint32) bool {
-	for _, t := range ix.Timelines {
-		if t.Timeline > tli && t.Segments > 0 {
-			return true
-		}
-	}
-	return false
 }
 
 func ids(backups []*catalog.Manifest) string {

@@ -82,7 +82,7 @@ func TestChooseBackup(t *testing.T) {
 			if c.ix != nil {
 				x = c.ix
 			}
-			got, err := ChooseBackup(bs, x, c.id, c.target)
+			got, err := ChooseBackup(bs, x, nil, c.id, c.target)
 			if c.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
 					t.Fatalf("got %v, want error containing %q", err, c.wantErr)
@@ -103,7 +103,7 @@ func TestUnreachableIsTyped(t *testing.T) {
 	t0 := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
 	b := manifest("20261124T095900Z", t0, 0x2000028, 0x2000200)
 	before := t0.Add(-time.Hour)
-	_, err := ChooseBackup([]*catalog.Manifest{b}, index(t, 2, 3, t0), "", Target{Time: &before})
+	_, err := ChooseBackup([]*catalog.Manifest{b}, index(t, 2, 3, t0), nil, "", Target{Time: &before})
 	if !errors.Is(err, ErrUnreachable) {
 		t.Fatalf("got %v, want ErrUnreachable", err)
 	}

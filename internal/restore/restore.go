@@ -83,7 +83,11 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := ChooseBackup(backups, ix, opts.BackupID, opts.Target)
+	hist, err := catalog.LoadHistories(ctx, r, ix)
+	if err != nil {
+		return nil, err
+	}
+	m, err := ChooseBackup(backups, ix, hist, opts.BackupID, opts.Target)
 	if err != nil {
 		return nil, err
 	}

@@ -13,7 +13,6 @@ import (
 	"github.com/pgkeep/pgkeep/internal/progress"
 	"github.com/pgkeep/pgkeep/internal/repo"
 	"github.com/pgkeep/pgkeep/internal/storage"
-	"github.com/pgkeep/pgkeep/internal/wal"
 )
 
 // Status is what `pgkeep status` reports.
@@ -127,31 +126,27 @@ func Compute(ctx context.Context, r *repo.Repo, now time.Time) (*Status, error) 
 			s.Gaps = append(s.Gaps, fmt.Sprintf("timeline %d: %s..%s", t.Timeline, g.From, g.To))
 		}
 	}
+	hist, err := catalog.LoadHistories(ctx, r, ix)
+	if err != nil {
+		return nil, err
+	}
 	for _, b := range backups {
-		tl := ix.Timeline(b.Timeline)
-		start := wal.SegmentOf(b.Start(), b.WalSegSize)
-		end, ok := tl.ContiguousEnd(start, b.WalSegSize)
-		if !ok || end < b.Stop() {
+		c := ix.ChainFrom(hist, b.Timeline, b.Start())
+		if c.Last == "" || c.End < b.Stop() {
 			s.Problems = append(s.Problems, fmt.Sprintf("backup %s is missing WAL %s..%s and cannot be restored", b.ID, b.StartWAL, b.StopWAL))
 			continue
 		}
-		if lastNo := wal.SegmentOf(end, b.WalSegSize) - 1; lastNo < segNo(tl.Last, b.WalSegSize) {
-			s.Problems = append(s.Problems, fmt.Sprintf("a WAL gap after %s stops recovery from backup %s short of the end of the archive",
-				wal.SegmentName(wal.TimeLineID(b.Timeline), lastNo, b.WalSegSize), b.ID))
+		if c.Missing != "" {
+			s.Problems = append(s.Problems, fmt.Sprintf("WAL %s is missing: recovery from backup %s stops at %s, short of the end of the archive (%s)", c.Missing, b.ID, c.Last, c.Newest))
 		}
 		if s.Window == nil {
-			s.Window = &Window{Earliest: b.StopTime, EarliestLSN: b.StopLSN, Latest: tl.Newest, LatestLSN: end.String(), Timeline: b.Timeline}
+			s.Window = &Window{Earliest: b.StopTime, EarliestLSN: b.StopLSN, Latest: ix.Timeline(c.Target).NewestAt(), LatestLSN: c.End.String(), Timeline: c.Target}
 		}
 	}
 	if s.Window == nil && len(backups) > 0 {
 		s.Problems = append(s.Problems, "no backup is restorable")
 	}
 	return s, nil
-}
-
-func segNo(name string, segSize uint64) uint64 {
-	seg, _ := wal.ParseSegmentName(name, segSize)
-	return seg.No
 }
 
 func secs(d time.Duration) *float64 {

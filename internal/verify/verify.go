@@ -85,13 +85,17 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	hist, err := catalog.LoadHistories(ctx, r, ix)
+	if err != nil {
+		return nil, err
+	}
 	found := false
 	for _, e := range entries {
 		if !e.Complete || (opts.BackupID != "" && e.ID != opts.BackupID) {
 			continue
 		}
 		found = true
-		rep.Backups = append(rep.Backups, verifyBackup(ctx, r, e.ID, ix, opts))
+		rep.Backups = append(rep.Backups, verifyBackup(ctx, r, e.ID, ix, hist, opts))
 	}
 	if opts.BackupID != "" && !found {
 		return nil, fmt.Errorf("%w: %s", catalog.ErrNoSuchBackup, opts.BackupID)
@@ -131,7 +135,7 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Report, error) {
 
 // verifyBackup checks one backup's objects and the WAL from its start to
 // the end of the archive.
-func verifyBackup(ctx context.Context, r *repo.Repo, id string, ix *catalog.WALIndex, opts Options) BackupReport {
+func verifyBackup(ctx context.Context, r *repo.Repo, id string, ix *catalog.WALIndex, hist catalog.Histories, opts Options) BackupReport {
 	br := BackupReport{ID: id, Problems: []Problem{}}
 	m, err := catalog.ReadManifest(ctx, r, id)
 	if err != nil {
@@ -197,30 +201,19 @@ func verifyBackup(ctx context.Context, r *repo.Repo, id string, ix *catalog.WALI
 	br.Bytes = m.Stored
 	br.Problems = append(br.Problems, problems...)
 
-	// WAL from the backup's start to the end of its timeline's archive.
-	segSize := m.WalSegSize
-	start := wal.SegmentOf(m.Start(), segSize)
-	stop := wal.SegmentOf(m.Stop()-1, segSize)
-	tl := ix.Timeline(m.Timeline)
-	br.WALFrom = m.StartWAL
-	if tl == nil || !tl.Has(start) {
-		br.Problems = append(br.Problems, Problem{Object: repo.WALKey(m.StartWAL), Kind: "missing", Detail: "the backup's first WAL segment is not in the repository"})
-		return br
-	}
-	end, _ := tl.ContiguousEnd(start, segSize)
-	last := wal.SegmentOf(end, segSize) - 1
-	br.WALTo = wal.SegmentName(wal.TimeLineID(m.Timeline), last, segSize)
-	if last < stop {
-		missing := wal.SegmentName(wal.TimeLineID(m.Timeline), last+1, segSize)
-		br.Problems = append(br.Problems, Problem{Object: repo.WALKey(missing), Kind: "missing",
+	// WAL from the backup's start to the end of the archive, following
+	// timeline history as recovery does.
+	c := ix.ChainFrom(hist, m.Timeline, m.Start())
+	br.WALFrom, br.WALTo = c.First, c.Last
+	switch {
+	case c.Last == "":
+		br.Problems = append(br.Problems, Problem{Object: repo.WALKey(c.First), Kind: "missing", Detail: "the backup's first WAL segment is not in the repository"})
+	case c.End < m.Stop():
+		br.Problems = append(br.Problems, Problem{Object: repo.WALKey(c.Missing), Kind: "missing",
 			Detail: fmt.Sprintf("needed to make backup %s consistent (WAL %s..%s)", id, m.StartWAL, m.StopWAL)})
-		return br
-	}
-	for _, g := range tl.Gaps {
-		if g.From > br.WALTo {
-			br.Problems = append(br.Problems, Problem{Object: repo.WALKey(g.From), Kind: "gap",
-				Detail: fmt.Sprintf("WAL %s..%s is missing: recovery from backup %s stops at %s", g.From, g.To, id, br.WALTo)})
-		}
+	case c.Missing != "":
+		br.Problems = append(br.Problems, Problem{Object: repo.WALKey(c.Missing), Kind: "gap",
+			Detail: fmt.Sprintf("missing: recovery from backup %s stops at %s, short of the newest archived segment %s (timeline %d)", id, c.Last, c.Newest, c.Target)})
 	}
 	return br
 }

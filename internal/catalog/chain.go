@@ -1,0 +1,134 @@
+package catalog
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/pgkeep/pgkeep/internal/repo"
+	"github.com/pgkeep/pgkeep/internal/wal"
+)
+
+// Histories maps a timeline to its parsed history file (the ancestors it
+// descends from, with their switch points). Timeline 1 has none.
+type Histories map[uint32][]wal.HistoryEntry
+
+// LoadHistories reads every archived timeline history file.
+func LoadHistories(ctx context.Context, r *repo.Repo, ix *WALIndex) (Histories, error) {
+	h := Histories{}
+	for _, name := range ix.Histories {
+		data, _, err := r.GetObject(ctx, repo.WALKey(name))
+		if err != nil {
+			return nil, fmt.Errorf("reading history file %s: %w", name, err)
+		}
+		entries, err := wal.ParseHistory(data)
+		if err != nil {
+			return nil, fmt.Errorf("history file %s: %w", name, err)
+		}
+		h[uint32(wal.TimelineOf(strings.TrimSuffix(name, ".history")))] = entries
+	}
+	return h, nil
+}
+
+// descends reports whether timeline t is tli or descends from it at or
+// after lsn (so recovery from lsn on tli can follow it).
+func (h Histories) descends(t, tli uint32, lsn wal.LSN) bool {
+	if t == tli {
+		return true
+	}
+	for _, e := range h[t] {
+		if uint32(e.TLI) == tli {
+			return e.SwitchLSN >= lsn
+		}
+	}
+	return false
+}
+
+// Chain is the WAL recovery reads from a start point to the end of the
+// archive, following timeline history the way recovery_target_timeline =
+// 'latest' does.
+type Chain struct {
+	Target  uint32  // the newest timeline reachable from the start
+	First   string  // first segment (on the start timeline)
+	Last    string  // last segment present without a gap
+	End     wal.LSN // LSN just past Last
+	Missing string  // first segment missing before the end of the archive, or ""
+	Newest  string  // the newest segment archived on Target
+}
+
+// ChainFrom follows the archive from start on timeline tli.
+func (ix *WALIndex) ChainFrom(h Histories, tli uint32, start wal.LSN) Chain {
+	segSize := ix.SegSize
+	target := tli
+	for _, t := range ix.Timelines {
+		if t.Timeline > target && h.descends(t.Timeline, tli, start) {
+			target = t.Timeline
+		}
+	}
+	for t := range h { // a history file without segments yet
+		if t > target && h.descends(t, tli, start) {
+			target = t
+		}
+	}
+	hist := h[target]
+	on := func(lsn wal.LSN) uint32 { return uint32(wal.TimelineOfLSN(hist, wal.TimeLineID(target), lsn)) }
+	has := func(no uint64) (uint32, bool) {
+		for _, t := range []uint32{on(wal.SegmentStartLSN(no+1, segSize) - 1), on(wal.SegmentStartLSN(no, segSize))} {
+			if ix.Timeline(t).Has(no) {
+				return t, true
+			}
+		}
+		return 0, false
+	}
+	c := Chain{Target: target}
+	no := wal.SegmentOf(start, segSize)
+	c.First = wal.SegmentName(wal.TimeLineID(tli), no, segSize)
+	// The newest archived segment on any timeline of the path.
+	var newest uint64
+	var newestTLI uint32
+	for _, t := range ix.Timelines {
+		if t.Segments == 0 {
+			continue
+		}
+		last := t.last
+		if t.Timeline != target {
+			onPath := false
+			for _, e := range hist {
+				if uint32(e.TLI) == t.Timeline {
+					// An ancestor counts up to where the path left it;
+					// what it wrote later is an abandoned branch.
+					onPath, last = true, min(last, wal.SegmentOf(e.SwitchLSN, segSize))
+				}
+			}
+			if !onPath {
+				continue
+			}
+		}
+		if last >= newest {
+			newest, newestTLI = last, t.Timeline
+		}
+	}
+	if newestTLI != 0 {
+		c.Newest = wal.SegmentName(wal.TimeLineID(newestTLI), newest, segSize)
+	}
+	t0, ok := has(no)
+	if !ok {
+		c.Missing = c.First
+		return c
+	}
+	lastTLI := t0
+	for {
+		t, ok := has(no + 1)
+		if !ok {
+			break
+		}
+		no, lastTLI = no+1, t
+	}
+	c.Last = wal.SegmentName(wal.TimeLineID(lastTLI), no, segSize)
+	c.End = wal.SegmentStartLSN(no+1, segSize)
+	if no < newest {
+		next := no + 1
+		c.Missing = wal.SegmentName(wal.TimeLineID(on(wal.SegmentStartLSN(next+1, segSize)-1)), next, segSize)
+	}
+	return c
+}
