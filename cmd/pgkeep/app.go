@@ -13,6 +13,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/pgkeep/pgkeep/internal/config"
+	"github.com/pgkeep/pgkeep/internal/crypt"
 	"github.com/pgkeep/pgkeep/internal/progress"
 	"github.com/pgkeep/pgkeep/internal/repo"
 	"github.com/pgkeep/pgkeep/internal/storage"
@@ -99,6 +100,7 @@ instance roles.`,
 		a.newPinCmd(false),
 		a.newVerifyCmd(),
 		a.newStatusCmd(),
+		a.newKeyCmd(),
 	)
 	a.root = root
 	return root
@@ -132,6 +134,19 @@ func (a *app) openRepo(cmd *cobra.Command) (*repo.Repo, *config.Config, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	var rec *crypt.Recipients
+	var ids *crypt.Identities
+	if cfg.AgeRecipients != "" {
+		if rec, err = crypt.LoadRecipients(cfg.AgeRecipients); err != nil {
+			return nil, nil, &usageError{err}
+		}
+	}
+	if cfg.AgeIdentity != "" {
+		if ids, err = crypt.LoadIdentities(cfg.AgeIdentity); err != nil {
+			return nil, nil, &usageError{err}
+		}
+	}
+	r.SetKeys(rec, ids)
 	return r, cfg, nil
 }
 

@@ -74,7 +74,7 @@ func exitCode(err error, stderr io.Writer) int {
 	case errors.As(err, &ue):
 		code = exitUsage
 	case errors.Is(err, repo.ErrConflict), errors.Is(err, repo.ErrForeignCluster), errors.Is(err, errRefused),
-		errors.Is(err, restore.ErrNotEmpty):
+		errors.Is(err, restore.ErrNotEmpty), errors.Is(err, repo.ErrKeys):
 		code = exitRefused
 	case errors.Is(err, envelope.ErrCorrupt):
 		code = exitCorrupt

@@ -239,10 +239,7 @@ func waitForWAL(ctx context.Context, r *repo.Repo, conn *pgx.Conn, segs []string
 	for _, name := range segs {
 		delay := 100 * time.Millisecond
 		for {
-			err := r.ReadObject(ctx, repo.WALKey(name), func(rd io.Reader) error {
-				_, err := io.Copy(io.Discard, rd)
-				return err
-			}, nil)
+			_, err := r.StoredSum(ctx, repo.WALKey(name))
 			if err == nil {
 				break
 			}
@@ -377,7 +374,7 @@ feed:
 // object builds, compresses and stores one data object.
 func (c *copier) object(ctx context.Context, job objectJob, buf *bytes.Buffer, rbuf []byte) (objectResult, error) {
 	buf.Reset()
-	w, err := envelope.NewWriter(buf, c.r.Compression())
+	w, err := envelope.NewWriter(buf, c.r.Compression(), c.r.Cipher())
 	if err != nil {
 		return objectResult{}, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/pgkeep/pgkeep/internal/repo"
 	"github.com/pgkeep/pgkeep/internal/wal"
@@ -53,7 +54,9 @@ type Chain struct {
 	Last    string  // last segment present without a gap
 	End     wal.LSN // LSN just past Last
 	Missing string  // first segment missing before the end of the archive, or ""
-	Newest  string  // the newest segment archived on Target
+	Newest  string  // the newest segment archived on the path
+	// NewestAt is when the newest segment on the path was archived.
+	NewestAt time.Time
 }
 
 // ChainFrom follows the archive from start on timeline tli.
@@ -80,8 +83,8 @@ func (ix *WALIndex) ChainFrom(h Histories, tli uint32, start wal.LSN) Chain {
 		}
 		return 0, false
 	}
-	c := Chain{Target: target}
 	no := wal.SegmentOf(start, segSize)
+	c := Chain{Target: target}
 	c.First = wal.SegmentName(wal.TimeLineID(tli), no, segSize)
 	// The newest archived segment on any timeline of the path.
 	var newest uint64
@@ -106,6 +109,9 @@ func (ix *WALIndex) ChainFrom(h Histories, tli uint32, start wal.LSN) Chain {
 		}
 		if last >= newest {
 			newest, newestTLI = last, t.Timeline
+		}
+		if t.Newest.After(c.NewestAt) {
+			c.NewestAt = t.Newest
 		}
 	}
 	if newestTLI != 0 {

@@ -50,6 +50,8 @@ func Settings() []Setting {
 		{"compression", "zstd", "compression for new objects: zstd, lz4, s2 or none, optionally :level"},
 		{"workers", "0", "parallel workers for backup, restore and WAL upload (0 = number of CPUs)"},
 		{"retry-timeout", "2m", "how long to retry a failing storage operation before giving up"},
+		{"age-recipients", "", "file of age recipients (age1... public keys, or passphrase:...): encrypts a new repository; writers of an encrypted one are checked against it"},
+		{"age-identity", "", "file of age identities (AGE-SECRET-KEY-1... keys, or passphrase:...) to read an encrypted repository"},
 	}
 }
 
@@ -150,6 +152,8 @@ type Config struct {
 	Workers     int
 	// RetryTimeout bounds the retries of one storage operation.
 	RetryTimeout time.Duration
+	// AgeRecipients and AgeIdentity are paths to key files ("" if unset).
+	AgeRecipients, AgeIdentity string
 	// Sources records where each explicitly set value came from
 	// ("flag", "env PGKEEP_X", "file /etc/..."), for messages.
 	Sources map[string]string
@@ -249,6 +253,17 @@ func Load(src Sources) (*Config, error) {
 	if cfg.RetryTimeout, err = time.ParseDuration(raw["retry-timeout"]); err != nil || cfg.RetryTimeout < 0 {
 		return nil, fieldErr("retry-timeout", fmt.Errorf("%q is not a duration like 30s or 2m", raw["retry-timeout"]))
 	}
+	cfg.AgeRecipients, cfg.AgeIdentity = raw["age-recipients"], raw["age-identity"]
+	for _, name := range []string{"age-recipients", "age-identity"} {
+		if p := raw[name]; p != "" {
+			if !filepath.IsAbs(p) {
+				return nil, fieldErr(name, fmt.Errorf("%q must be an absolute path", p))
+			}
+			if _, err := os.Stat(p); err != nil {
+				return nil, fieldErr(name, err)
+			}
+		}
+	}
 	if cfg.Workers == 0 {
 		cfg.Workers = runtime.NumCPU()
 	}
@@ -304,5 +319,6 @@ func (c *Config) Args() []string {
 	add("s3-ca-bundle", c.S3.CABundle)
 	add("s3-profile", c.S3.Profile)
 	add("retry-timeout", c.RetryTimeout.String())
+	add("age-identity", c.AgeIdentity)
 	return args
 }

@@ -11,8 +11,10 @@
 //	trailer (24 bytes): content size (8) | xxh64 of content (8) | "PGKEND01"
 //
 // The 0x01 in the magic is the envelope format version; readers refuse any
-// other. Flag bit 0 is reserved for encryption and must be zero in this
-// version.
+// other. Flag bit 0 (FlagEncrypted) means the body is an age stream (see
+// package crypt) whose plaintext is the compressed content; the trailer is
+// the same (size and xxh64 of the content), so writers can compare content
+// without the key. Other flags must be zero.
 package envelope
 
 import (
@@ -36,6 +38,19 @@ var (
 	headerMagic  = [4]byte{'P', 'G', 'K', 0x01}
 	trailerMagic = [8]byte{'P', 'G', 'K', 'E', 'N', 'D', '0', '1'}
 )
+
+// FlagEncrypted marks an encrypted body.
+const FlagEncrypted = 0x01
+
+// Cipher encrypts and decrypts bodies. Decrypt returns an explanatory error
+// when the reader has no key.
+type Cipher interface {
+	Encrypt(dst io.Writer) (io.WriteCloser, error)
+	Decrypt(src io.Reader) (io.Reader, error)
+}
+
+// ErrEncrypted means an object is encrypted and no Cipher was given.
+var ErrEncrypted = errors.New("object is encrypted: give the identity file with --age-identity or PGKEEP_AGE_IDENTITY")
 
 // ErrCorrupt is wrapped by every error that means the stored bytes are not
 // a valid envelope or do not match their checksum.
@@ -74,29 +89,44 @@ func SumOf(p []byte) Sum { return Sum{Size: int64(len(p)), XXH64: xxhash.Sum64(p
 // Close MUST be called to write the trailer; until then the output is not a
 // valid envelope.
 type Writer struct {
-	w    io.Writer
-	comp Compression
-	enc  compressor
-	h    *Hasher
-	err  error
+	w     io.Writer
+	comp  Compression
+	enc   compressor
+	crypt io.WriteCloser // nil when not encrypting
+	h     *Hasher
+	err   error
 }
 
-// NewWriter writes the header to w and returns a Writer for the content.
-func NewWriter(w io.Writer, c Compression) (*Writer, error) {
+// NewWriter writes the header to w and returns a Writer for the content,
+// encrypted with ci unless ci is nil.
+func NewWriter(w io.Writer, c Compression, ci Cipher) (*Writer, error) {
 	if !c.Codec.valid() {
 		return nil, fmt.Errorf("unknown codec %d", c.Codec)
 	}
 	hdr := [headerSize]byte{}
 	copy(hdr[:4], headerMagic[:])
 	hdr[4] = byte(c.Codec)
+	if ci != nil {
+		hdr[5] = FlagEncrypted
+	}
 	if _, err := w.Write(hdr[:]); err != nil {
 		return nil, fmt.Errorf("writing object header: %w", err)
 	}
-	enc, err := getCompressor(c, w)
+	ew := &Writer{w: w, comp: c, h: NewHasher()}
+	body := w
+	if ci != nil {
+		cw, err := ci.Encrypt(w)
+		if err != nil {
+			return nil, fmt.Errorf("starting encryption: %w", err)
+		}
+		ew.crypt, body = cw, cw
+	}
+	enc, err := getCompressor(c, body)
 	if err != nil {
 		return nil, err
 	}
-	return &Writer{w: w, comp: c, enc: enc, h: NewHasher()}, nil
+	ew.enc = enc
+	return ew, nil
 }
 
 // Write compresses p.
@@ -124,6 +154,12 @@ func (e *Writer) Close() (Sum, error) {
 	}
 	putCompressor(e.comp, e.enc)
 	e.enc = nil
+	if e.crypt != nil {
+		if err := e.crypt.Close(); err != nil {
+			e.err = fmt.Errorf("finishing encryption: %w", err)
+			return Sum{}, e.err
+		}
+	}
 	sum := e.h.Sum()
 	var tr [trailerSize]byte
 	binary.LittleEndian.PutUint64(tr[0:8], uint64(sum.Size))
@@ -138,8 +174,8 @@ func (e *Writer) Close() (Sum, error) {
 }
 
 // Encode returns content encoded as one envelope, appended to dst.
-func Encode(dst *bytes.Buffer, content []byte, c Compression) (Sum, error) {
-	w, err := NewWriter(dst, c)
+func Encode(dst *bytes.Buffer, content []byte, c Compression, ci Cipher) (Sum, error) {
+	w, err := NewWriter(dst, c, ci)
 	if err != nil {
 		return Sum{}, err
 	}
@@ -162,8 +198,9 @@ type Reader struct {
 	err   error
 }
 
-// NewReader reads and checks the header from r.
-func NewReader(r io.Reader) (*Reader, error) {
+// NewReader reads and checks the header from r; ci decrypts encrypted
+// objects (nil: an encrypted object is an ErrEncrypted error).
+func NewReader(r io.Reader, ci Cipher) (*Reader, error) {
 	var hdr [headerSize]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
@@ -181,11 +218,28 @@ func NewReader(r io.Reader) (*Reader, error) {
 	if !codec.valid() {
 		return nil, fmt.Errorf("%w: unknown codec %d", ErrCorrupt, hdr[4])
 	}
-	if hdr[5] != 0 {
-		return nil, fmt.Errorf("object has flags %#x that this pgkeep does not support (encrypted?)", hdr[5])
+	if hdr[5]&^FlagEncrypted != 0 {
+		return nil, fmt.Errorf("object has flags %#x that this pgkeep does not support; upgrade pgkeep", hdr[5])
 	}
 	tail := &tailReader{r: r, buf: make([]byte, 0, 64<<10)}
-	dec, err := getDecompressor(codec, tail)
+	var body io.Reader = tail
+	if hdr[5]&FlagEncrypted != 0 {
+		if ci == nil {
+			return nil, ErrEncrypted
+		}
+		dr, err := ci.Decrypt(tail)
+		if err != nil {
+			if errors.Is(err, ErrEncrypted) {
+				return nil, err
+			}
+			if tail.err != nil && !errors.Is(tail.err, io.EOF) {
+				return nil, tail.err
+			}
+			return nil, fmt.Errorf("%w: cannot decrypt: %v", ErrCorrupt, err)
+		}
+		body = dr
+	}
+	dec, err := getDecompressor(codec, body)
 	if err != nil {
 		return nil, err
 	}
@@ -264,8 +318,8 @@ func (d *Reader) release() {
 }
 
 // Decode reads a whole envelope from r and returns its verified content.
-func Decode(r io.Reader) ([]byte, Sum, error) {
-	d, err := NewReader(r)
+func Decode(r io.Reader, ci Cipher) ([]byte, Sum, error) {
+	d, err := NewReader(r, ci)
 	if err != nil {
 		return nil, Sum{}, err
 	}
@@ -311,4 +365,26 @@ func (t *tailReader) trailer() []byte {
 		return nil
 	}
 	return t.buf[t.off:]
+}
+
+// ReadTrailer reads a whole envelope without decoding its body and returns
+// the content size and checksum its trailer records. It checks the framing
+// (header magic, trailer magic) but not the body: use a Reader for that.
+func ReadTrailer(r io.Reader) (Sum, error) {
+	var hdr [headerSize]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return Sum{}, fmt.Errorf("%w: shorter than its header", ErrCorrupt)
+	}
+	if !bytes.Equal(hdr[:4], headerMagic[:]) {
+		return Sum{}, fmt.Errorf("%w: not a pgkeep object (bad magic)", ErrCorrupt)
+	}
+	tail := &tailReader{r: r, buf: make([]byte, 0, 64<<10)}
+	if _, err := io.Copy(io.Discard, tail); err != nil {
+		return Sum{}, err
+	}
+	tr := tail.trailer()
+	if len(tr) != trailerSize || !bytes.Equal(tr[16:], trailerMagic[:]) {
+		return Sum{}, fmt.Errorf("%w: missing trailer (truncated?)", ErrCorrupt)
+	}
+	return Sum{Size: int64(binary.LittleEndian.Uint64(tr[0:8])), XXH64: binary.LittleEndian.Uint64(tr[8:16])}, nil
 }

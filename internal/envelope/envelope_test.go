@@ -29,14 +29,14 @@ func TestRoundTrip(t *testing.T) {
 		for _, n := range []int{0, 1, 1000, 5 << 20} {
 			content := testContent(n)
 			var buf bytes.Buffer
-			sum, err := Encode(&buf, content, c)
+			sum, err := Encode(&buf, content, c, nil)
 			if err != nil {
 				t.Fatalf("%s/%d: encode: %v", c, n, err)
 			}
 			if sum != SumOf(content) {
 				t.Fatalf("%s/%d: sum %v, want %v", c, n, sum, SumOf(content))
 			}
-			got, gsum, err := Decode(bytes.NewReader(buf.Bytes()))
+			got, gsum, err := Decode(bytes.NewReader(buf.Bytes()), nil)
 			if err != nil {
 				t.Fatalf("%s/%d: decode: %v", c, n, err)
 			}
@@ -44,7 +44,7 @@ func TestRoundTrip(t *testing.T) {
 				t.Fatalf("%s/%d: round trip mismatch", c, n)
 			}
 			// Decoding through a reader that returns one byte at a time.
-			got, _, err = Decode(&oneByteReader{bytes.NewReader(buf.Bytes())})
+			got, _, err = Decode(&oneByteReader{bytes.NewReader(buf.Bytes())}, nil)
 			if err != nil || !bytes.Equal(got, content) {
 				t.Fatalf("%s/%d: byte-at-a-time decode: %v", c, n, err)
 			}
@@ -65,7 +65,7 @@ func TestCorruptionDetected(t *testing.T) {
 	content := testContent(200 << 10)
 	for _, c := range allCompressions {
 		var buf bytes.Buffer
-		if _, err := Encode(&buf, content, c); err != nil {
+		if _, err := Encode(&buf, content, c, nil); err != nil {
 			t.Fatal(err)
 		}
 		enc := buf.Bytes()
@@ -85,7 +85,7 @@ func TestCorruptionDetected(t *testing.T) {
 		badMagic[0] = 'X'
 		cases["bad-magic"] = badMagic
 		for name, data := range cases {
-			_, _, err := Decode(bytes.NewReader(data))
+			_, _, err := Decode(bytes.NewReader(data), nil)
 			if !errors.Is(err, ErrCorrupt) {
 				t.Errorf("%s/%s: got %v, want ErrCorrupt", c, name, err)
 			}
@@ -95,10 +95,10 @@ func TestCorruptionDetected(t *testing.T) {
 
 func TestFutureVersionRefused(t *testing.T) {
 	var buf bytes.Buffer
-	Encode(&buf, []byte("x"), Compression{Codec: Zstd})
+	Encode(&buf, []byte("x"), Compression{Codec: Zstd}, nil)
 	b := buf.Bytes()
 	b[3] = 2
-	_, _, err := Decode(bytes.NewReader(b))
+	_, _, err := Decode(bytes.NewReader(b), nil)
 	if err == nil || errors.Is(err, ErrCorrupt) {
 		t.Fatalf("want a version error, got %v", err)
 	}
@@ -106,10 +106,10 @@ func TestFutureVersionRefused(t *testing.T) {
 
 func TestTransportErrorIsNotCorruption(t *testing.T) {
 	var buf bytes.Buffer
-	Encode(&buf, testContent(1<<20), Compression{Codec: Zstd})
+	Encode(&buf, testContent(1<<20), Compression{Codec: Zstd}, nil)
 	boom := errors.New("connection reset")
 	r := io.MultiReader(bytes.NewReader(buf.Bytes()[:buf.Len()/2]), &errReader{boom})
-	_, _, err := Decode(r)
+	_, _, err := Decode(r, nil)
 	if !errors.Is(err, boom) {
 		t.Fatalf("got %v, want the transport error", err)
 	}
@@ -137,11 +137,11 @@ func TestParseCompression(t *testing.T) {
 func FuzzDecode(f *testing.F) {
 	for _, c := range allCompressions {
 		var buf bytes.Buffer
-		Encode(&buf, testContent(3000), c)
+		Encode(&buf, testContent(3000), c, nil)
 		f.Add(buf.Bytes())
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		got, sum, err := Decode(bytes.NewReader(data))
+		got, sum, err := Decode(bytes.NewReader(data), nil)
 		if err == nil && SumOf(got) != sum {
 			t.Fatalf("accepted content whose checksum does not match")
 		}

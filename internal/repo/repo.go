@@ -12,9 +12,12 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/pgkeep/pgkeep/internal/config"
+	"github.com/pgkeep/pgkeep/internal/crypt"
 	"github.com/pgkeep/pgkeep/internal/envelope"
 	"github.com/pgkeep/pgkeep/internal/storage"
 	"github.com/pgkeep/pgkeep/internal/storage/local"
@@ -39,22 +42,136 @@ var (
 	ErrConflict = errors.New("an object with different content already exists")
 )
 
+// Encryption describes an encrypted repository (see package crypt).
+type Encryption struct {
+	Scheme string `json:"scheme"` // "age-x25519"
+	// RepoRecipient is the repository key's public half: every object is
+	// encrypted to it.
+	RepoRecipient string `json:"repository_recipient"`
+	// KeyObject holds the repository key's secret half, encrypted to the
+	// operator's recipients.
+	KeyObject string `json:"key_object"`
+	// RecipientFingerprints name the operator's recipients.
+	RecipientFingerprints []string `json:"recipient_fingerprints"`
+}
+
 // Identity is the repository's identity record (pgkeep.json). It is written
-// once, on first use, and never changed.
+// once, on first use, and never changed. It is the one object stored in the
+// clear in an encrypted repository: writers without the secret key read it.
 type Identity struct {
-	Format           int       `json:"format"`
-	SystemIdentifier uint64    `json:"-"`
-	SystemIDString   string    `json:"system_identifier"` // decimal; JSON numbers lose uint64 precision
-	PGMajor          int       `json:"pg_major"`
-	WalSegSize       uint64    `json:"wal_segment_size"`
-	CreatedAt        time.Time `json:"created_at"`
-	CreatedBy        string    `json:"created_by"`
+	Format           int         `json:"format"`
+	SystemIdentifier uint64      `json:"-"`
+	SystemIDString   string      `json:"system_identifier"` // decimal; JSON numbers lose uint64 precision
+	PGMajor          int         `json:"pg_major"`
+	WalSegSize       uint64      `json:"wal_segment_size"`
+	CreatedAt        time.Time   `json:"created_at"`
+	CreatedBy        string      `json:"created_by"`
+	Encryption       *Encryption `json:"encryption,omitempty"`
 }
 
 // Repo is an open repository.
 type Repo struct {
 	st   storage.Storage
 	comp envelope.Compression
+
+	recipients *crypt.Recipients // writers' keys, or nil
+	identities *crypt.Identities // readers' keys, or nil
+
+	mu         sync.Mutex
+	configured bool
+	cipher     *crypt.Cipher // nil: not encrypted
+}
+
+// ErrKeys means the encryption keys given do not fit the repository.
+var ErrKeys = errors.New("encryption keys do not fit the repository")
+
+// SetKeys gives the repository the operator's encryption keys: recipients
+// (for creating an encrypted repository and checking writers) and
+// identities (for reading). Either may be nil.
+func (r *Repo) SetKeys(recipients *crypt.Recipients, identities *crypt.Identities) {
+	r.recipients, r.identities = recipients, identities
+}
+
+// Encrypted reports whether objects are encrypted (after the identity was
+// read) and whether this process can decrypt them.
+func (r *Repo) Encrypted() (encrypted, canRead bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cipher != nil, r.cipher == nil || r.identities != nil
+}
+
+// envCipher returns the cipher as an envelope.Cipher, nil when plaintext.
+func (r *Repo) envCipher() envelope.Cipher {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cipher == nil {
+		return nil
+	}
+	return r.cipher
+}
+
+// Cipher returns the cipher for new objects (nil for a plaintext
+// repository). Call it after Identity or EnsureIdentity.
+func (r *Repo) Cipher() envelope.Cipher { return r.envCipher() }
+
+// ensureConfigured reads the identity record once, so that encryption is
+// set up before any other object is read or written.
+func (r *Repo) ensureConfigured(ctx context.Context) error {
+	r.mu.Lock()
+	done := r.configured
+	r.mu.Unlock()
+	if done {
+		return nil
+	}
+	_, err := r.Identity(ctx)
+	if errors.Is(err, ErrNoRepository) {
+		return nil // nothing to configure yet; EnsureIdentity creates it
+	}
+	return err
+}
+
+// configure sets up encryption from the identity record.
+func (r *Repo) configure(ctx context.Context, id *Identity) error {
+	r.mu.Lock()
+	if r.configured {
+		r.mu.Unlock()
+		return nil
+	}
+	r.mu.Unlock()
+	enc := id.Encryption
+	if enc == nil {
+		if r.recipients != nil {
+			return fmt.Errorf("%w: %s is not encrypted, but age recipients were given; keep encrypted backups in a new repository", ErrKeys, r.st.Location())
+		}
+		r.mu.Lock()
+		r.configured = true
+		r.mu.Unlock()
+		return nil
+	}
+	if r.recipients != nil && strings.Join(r.recipients.Fingerprints(), ",") != strings.Join(enc.RecipientFingerprints, ",") {
+		return fmt.Errorf("%w: the repository was set up for recipients %s, but the recipients file names %s; refusing to write",
+			ErrKeys, strings.Join(enc.RecipientFingerprints, ", "), strings.Join(r.recipients.Fingerprints(), ", "))
+	}
+	var key *crypt.RepoKey
+	missing := fmt.Errorf("the repository is encrypted for %s", strings.Join(enc.RecipientFingerprints, ", "))
+	if r.identities != nil {
+		wrapped, _, err := r.getPlain(ctx, enc.KeyObject)
+		if err != nil {
+			return fmt.Errorf("reading the repository key %s: %w", enc.KeyObject, err)
+		}
+		key, err = crypt.Unwrap(wrapped, r.identities, enc.RecipientFingerprints)
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrKeys, err)
+		}
+	}
+	c, err := crypt.NewCipher(enc.RepoRecipient, key, missing)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.cipher, r.configured = c, true
+	r.mu.Unlock()
+	return nil
 }
 
 // Options configures Open.
@@ -121,14 +238,43 @@ func (r *Repo) Compression() envelope.Compression { return r.comp }
 // ErrNoRepository if there is none, and refuses formats newer than
 // FormatVersion.
 func (r *Repo) Identity(ctx context.Context) (*Identity, error) {
-	data, _, err := r.GetObject(ctx, IdentityKey)
+	data, _, err := r.getPlain(ctx, IdentityKey)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, fmt.Errorf("%w: %s has no %s", ErrNoRepository, r.st.Location(), IdentityKey)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading repository identity: %w", err)
 	}
-	return parseIdentity(data)
+	id, err := parseIdentity(data)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.configure(ctx, id); err != nil {
+		return nil, err
+	}
+	return id, nil
+}
+
+// getPlain reads an object that is never encrypted.
+func (r *Repo) getPlain(ctx context.Context, key string) ([]byte, envelope.Sum, error) {
+	var out []byte
+	var sum envelope.Sum
+	err := r.readObject(ctx, key, nil, func(rd io.Reader) error {
+		data, err := io.ReadAll(rd)
+		out = data
+		return err
+	}, func(s envelope.Sum) { sum = s })
+	return out, sum, err
+}
+
+// putPlain stores an object that is never encrypted.
+func (r *Repo) putPlain(ctx context.Context, key string, content []byte) (PutResult, error) {
+	var buf bytes.Buffer
+	sum, err := envelope.Encode(&buf, content, r.comp, nil)
+	if err != nil {
+		return PutResult{}, err
+	}
+	return r.putEncoded(ctx, key, buf.Bytes(), sum)
 }
 
 func parseIdentity(data []byte) (*Identity, error) {
@@ -157,6 +303,23 @@ func parseIdentity(data []byte) (*Identity, error) {
 func (r *Repo) EnsureIdentity(ctx context.Context, want Identity) (*Identity, error) {
 	have, err := r.Identity(ctx)
 	if errors.Is(err, ErrNoRepository) {
+		if r.recipients != nil {
+			key, err := crypt.NewRepoKey()
+			if err != nil {
+				return nil, err
+			}
+			wrapped, err := key.Wrap(r.recipients)
+			if err != nil {
+				return nil, err
+			}
+			enc := &Encryption{Scheme: "age-x25519", RepoRecipient: key.Recipient(),
+				KeyObject:             "keys/" + strings.TrimPrefix(crypt.Fingerprint(key.Recipient()), "x25519:") + ".age",
+				RecipientFingerprints: r.recipients.Fingerprints()}
+			if _, err := r.putPlain(ctx, enc.KeyObject, wrapped); err != nil {
+				return nil, fmt.Errorf("storing the repository key: %w", err)
+			}
+			want.Encryption = enc
+		}
 		want.Format = FormatVersion
 		want.SystemIDString = strconv.FormatUint(want.SystemIdentifier, 10)
 		if want.CreatedAt.IsZero() {
@@ -166,8 +329,11 @@ func (r *Repo) EnsureIdentity(ctx context.Context, want Identity) (*Identity, er
 		if err != nil {
 			return nil, err
 		}
-		_, err = r.PutObject(ctx, IdentityKey, data)
+		_, err = r.putPlain(ctx, IdentityKey, data)
 		if err == nil {
+			if err := r.configure(ctx, &want); err != nil {
+				return nil, err
+			}
 			return &want, nil
 		}
 		if !errors.Is(err, ErrConflict) {
@@ -211,9 +377,12 @@ type PutResult struct {
 // re-push), it succeeds with Existed set; if its content differs, or it is
 // unreadable, it returns an error wrapping ErrConflict and changes nothing.
 func (r *Repo) PutObject(ctx context.Context, key string, content []byte) (PutResult, error) {
+	if err := r.ensureConfigured(ctx); err != nil {
+		return PutResult{}, err
+	}
 	var buf bytes.Buffer
 	buf.Grow(len(content)/2 + envelope.Overhead)
-	sum, err := envelope.Encode(&buf, content, r.comp)
+	sum, err := envelope.Encode(&buf, content, r.comp, r.envCipher())
 	if err != nil {
 		return PutResult{}, fmt.Errorf("encoding %s: %w", key, err)
 	}
@@ -221,8 +390,12 @@ func (r *Repo) PutObject(ctx context.Context, key string, content []byte) (PutRe
 }
 
 // PutEncoded stores an already encoded envelope whose content has checksum
-// sum, with PutObject's write-once semantics.
+// sum, with PutObject's write-once semantics. Encode it with Cipher().
 func (r *Repo) PutEncoded(ctx context.Context, key string, encoded []byte, sum envelope.Sum) (PutResult, error) {
+	return r.putEncoded(ctx, key, encoded, sum)
+}
+
+func (r *Repo) putEncoded(ctx context.Context, key string, encoded []byte, sum envelope.Sum) (PutResult, error) {
 	res := PutResult{Sum: sum, Stored: int64(len(encoded))}
 	err := r.st.Put(ctx, key, bytes.NewReader(encoded), int64(len(encoded)))
 	if err == nil {
@@ -231,11 +404,7 @@ func (r *Repo) PutEncoded(ctx context.Context, key string, encoded []byte, sum e
 	if !errors.Is(err, storage.ErrExists) {
 		return PutResult{}, fmt.Errorf("storing %s: %w", key, err)
 	}
-	var existing envelope.Sum
-	err = r.ReadObject(ctx, key, func(rd io.Reader) error {
-		_, err := io.Copy(io.Discard, rd)
-		return err
-	}, func(s envelope.Sum) { existing = s })
+	existing, err := r.StoredSum(ctx, key)
 	if err != nil {
 		if errors.Is(err, envelope.ErrCorrupt) {
 			return PutResult{}, fmt.Errorf("%w: %s exists but is unreadable (%v); it is left as it is", ErrConflict, key, err)
@@ -271,9 +440,19 @@ func (r *Repo) GetObject(ctx context.Context, key string) ([]byte, envelope.Sum,
 // storage.Get, fn may be called again after a transient failure and must
 // start from scratch. done, if not nil, receives the verified checksum.
 func (r *Repo) ReadObject(ctx context.Context, key string, fn func(io.Reader) error, done func(envelope.Sum)) error {
+	if err := r.ensureConfigured(ctx); err != nil {
+		return err
+	}
+	return r.readObject(ctx, key, r.envCipher(), fn, done)
+}
+
+func (r *Repo) readObject(ctx context.Context, key string, ci envelope.Cipher, fn func(io.Reader) error, done func(envelope.Sum)) error {
 	err := r.st.Get(ctx, key, func(rd io.Reader) error {
-		d, err := envelope.NewReader(rd)
+		d, err := envelope.NewReader(rd, ci)
 		if err != nil {
+			if errors.Is(err, envelope.ErrEncrypted) {
+				return storage.Permanent(err)
+			}
 			return classifyRead(err)
 		}
 		tr := &trackingReader{r: d}
@@ -336,3 +515,26 @@ func WALKey(name string) string {
 
 // WALPrefix is the prefix of every archived WAL file.
 const WALPrefix = "wal/"
+
+// StoredSum returns the content size and checksum an object's trailer
+// records, verified against the stored bytes when the object can be
+// decrypted (always, for a plaintext repository). For an encrypted object
+// this process cannot open, the trailer is read as it is: the content
+// comparison of write-once puts needs no key.
+func (r *Repo) StoredSum(ctx context.Context, key string) (envelope.Sum, error) {
+	if enc, canRead := r.Encrypted(); !enc || canRead {
+		var sum envelope.Sum
+		err := r.ReadObject(ctx, key, func(rd io.Reader) error {
+			_, err := io.Copy(io.Discard, rd)
+			return err
+		}, func(s envelope.Sum) { sum = s })
+		return sum, err
+	}
+	var sum envelope.Sum
+	err := r.st.Get(ctx, key, func(rd io.Reader) error {
+		s, err := envelope.ReadTrailer(rd)
+		sum = s
+		return err
+	})
+	return sum, err
+}

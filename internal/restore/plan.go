@@ -114,7 +114,7 @@ func ChooseBackup(backups []*catalog.Manifest, ix *catalog.WALIndex, h catalog.H
 		return nil, fmt.Errorf("%w: backup %s needs WAL %s..%s, which is not all in the repository", ErrUnreachable, chosen.ID, chosen.StartWAL, chosen.StopWAL)
 	}
 	end := c.End
-	newest := ix.Timeline(c.Target).NewestAt()
+	newest := c.NewestAt
 	reach := fmt.Sprintf("backup %s restores from %s (LSN %s) to the end of the archived WAL (LSN %s on timeline %d, archived by %s)",
 		chosen.ID, chosen.StopTime.UTC().Format(time.RFC3339), chosen.StopLSN, end, c.Target, newest.UTC().Format(time.RFC3339))
 	if t.Time != nil {

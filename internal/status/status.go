@@ -140,7 +140,7 @@ func Compute(ctx context.Context, r *repo.Repo, now time.Time) (*Status, error) 
 			s.Problems = append(s.Problems, fmt.Sprintf("WAL %s is missing: recovery from backup %s stops at %s, short of the end of the archive (%s)", c.Missing, b.ID, c.Last, c.Newest))
 		}
 		if s.Window == nil {
-			s.Window = &Window{Earliest: b.StopTime, EarliestLSN: b.StopLSN, Latest: ix.Timeline(c.Target).NewestAt(), LatestLSN: c.End.String(), Timeline: c.Target}
+			s.Window = &Window{Earliest: b.StopTime, EarliestLSN: b.StopLSN, Latest: c.NewestAt, LatestLSN: c.End.String(), Timeline: c.Target}
 		}
 	}
 	if s.Window == nil && len(backups) > 0 {
