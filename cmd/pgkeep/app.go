@@ -91,6 +91,7 @@ instance roles.`,
 	root.AddCommand(
 		a.newWalPushCmd(),
 		a.newWalFetchCmd(),
+		a.newWalPrefetchCmd(),
 		a.newBackupCmd(),
 		a.newRestoreCmd(),
 		a.newListCmd(),

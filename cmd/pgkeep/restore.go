@@ -77,15 +77,16 @@ replayed to the end of the archive or the target.`,
 				return err
 			}
 			res, err := restore.Run(cmd.Context(), r, restore.Options{
-				PGData:         pgdata,
-				BackupID:       backupID,
-				Target:         target,
-				Workers:        cfg.Workers,
-				TablespaceMap:  remap,
-				Standby:        standby,
-				RestoreCommand: restoreCommand(cfg),
-				ArchiveOff:     archiveOff,
-				Progress:       a.progress(quiet),
+				PGData:             pgdata,
+				BackupID:           backupID,
+				Target:             target,
+				Workers:            cfg.Workers,
+				TablespaceMap:      remap,
+				Standby:            standby,
+				RestoreCommand:     restoreCommand(cfg),
+				RecoveryEndCommand: recoveryEndCommand(),
+				ArchiveOff:         archiveOff,
+				Progress:           a.progress(quiet),
 			})
 			if err != nil {
 				return err
@@ -135,6 +136,19 @@ func restoreCommand(cfg *config.Config) string {
 	}
 	// PostgreSQL expands %f and %p and reads %% as a literal percent sign.
 	return strings.ReplaceAll(strings.Join(parts, " "), "%", "%%") + " %f %p"
+}
+
+// recoveryEndCommand removes the wal-fetch prefetch spool at the end of
+// recovery (PostgreSQL runs it in the data directory).
+func recoveryEndCommand() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	if p, err := filepath.EvalSymlinks(exe); err == nil {
+		exe = p
+	}
+	return strings.ReplaceAll(shellQuote(exe), "%", "%%") + " wal-prefetch --clean"
 }
 
 // shellQuote quotes s for /bin/sh unless it is plainly safe.

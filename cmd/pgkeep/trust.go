@@ -192,7 +192,7 @@ restore time and the LSN and time recovered to, and clean up.`,
 					return &usageError{err}
 				}
 				d, err := verify.Drill(ctx, r, verify.DrillOptions{BackupID: backupID, Target: t, Workers: cfg.Workers,
-					RestoreCommand: restoreCommand(cfg), Keep: keep, Progress: a.progress(quiet || asJSON)})
+					RestoreCommand: restoreCommand(cfg), RecoveryEndCommand: recoveryEndCommand(), Keep: keep, Progress: a.progress(quiet || asJSON)})
 				if err != nil {
 					return err
 				}

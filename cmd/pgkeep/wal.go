@@ -3,9 +3,14 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
+	"github.com/pgkeep/pgkeep/internal/config"
 	"github.com/pgkeep/pgkeep/internal/walarchive"
 )
 
@@ -60,6 +65,7 @@ the one the repository belongs to. Segments, .partial segments, .backup and
 }
 
 func (a *app) newWalFetchCmd() *cobra.Command {
+	var prefetch int
 	cmd := &cobra.Command{
 		Use:   "wal-fetch NAME DEST",
 		Short: "Fetch one WAL file from the repository (for restore_command)",
@@ -76,11 +82,15 @@ errors are retried with backoff first.`,
 		Example: `  pgkeep wal-fetch --repo s3://bucket/prod 000000010000000000000001 pg_wal/RECOVERYXLOG`,
 		Args:    exactArgs(2, "a WAL file name and a destination path"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, _, err := a.openRepo(cmd)
+			r, cfg, err := a.openRepo(cmd)
 			if err != nil {
 				return &exitError{code: exitFetchFailed, err: err}
 			}
-			err = walarchive.Fetch(cmd.Context(), r, args[0], args[1], walarchive.FetchOptions{})
+			opts := walarchive.FetchOptions{}
+			if prefetch > 0 {
+				opts.StartPrefetch = func(pgdata, served string) { startPrefetch(cfg, pgdata, served, prefetch) }
+			}
+			err = walarchive.Fetch(cmd.Context(), r, args[0], args[1], opts)
 			switch {
 			case err == nil:
 				return nil
@@ -91,5 +101,56 @@ errors are retried with backoff first.`,
 			}
 		},
 	}
+	cmd.Flags().IntVar(&prefetch, "prefetch", 8, "download up to this many following segments in the background, so recovery does not wait on the network (0: off)")
+	return cmd
+}
+
+// startPrefetch launches a detached pgkeep wal-prefetch for the segments
+// after served. It outlives this wal-fetch; failures are silent (the next
+// wal-fetch fetches on demand).
+func startPrefetch(cfg *config.Config, pgdata, served string, count int) {
+	self, err := os.Executable()
+	if err != nil {
+		return
+	}
+	args := []string{"wal-prefetch", "--pgdata", pgdata, "--after", served, "--count", strconv.Itoa(count), "--workers=" + strconv.Itoa(cfg.Workers)}
+	if cfg.File != "" {
+		args = append(args, "--config", cfg.File)
+	}
+	args = append(args, cfg.Args()...)
+	c := exec.Command(self, args...)
+	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if c.Start() == nil {
+		c.Process.Release()
+	}
+}
+
+func (a *app) newWalPrefetchCmd() *cobra.Command {
+	var pgdata, after string
+	var count int
+	var clean bool
+	cmd := &cobra.Command{
+		Use:    "wal-prefetch",
+		Short:  "Download upcoming WAL segments into the recovery spool (started by wal-fetch)",
+		Hidden: true,
+		Args:   exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if pgdata == "" {
+				pgdata = "."
+			}
+			if clean {
+				return walarchive.CleanSpool(pgdata)
+			}
+			r, cfg, err := a.openRepo(cmd)
+			if err != nil {
+				return err
+			}
+			return walarchive.Prefetch(cmd.Context(), r, pgdata, after, count, cfg.Workers)
+		},
+	}
+	cmd.Flags().StringVar(&pgdata, "pgdata", "", "data directory (default: the current directory)")
+	cmd.Flags().StringVar(&after, "after", "", "the segment just served")
+	cmd.Flags().IntVar(&count, "count", 8, "segments to prefetch")
+	cmd.Flags().BoolVar(&clean, "clean", false, "remove the spool (recovery_end_command)")
 	return cmd
 }

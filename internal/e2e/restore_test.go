@@ -32,6 +32,10 @@ func restoreAndStart(t *testing.T, repo repoSpec, extra ...string) *pgtest.Clust
 	c := pgtest.Adopt(t, dir, pgtest.BinDir(t))
 	c.Start(t)
 	c.WaitPromoted(t, 3*time.Minute)
+	// recovery_end_command removed the prefetch spool.
+	if _, err := os.Stat(filepath.Join(dir, "pgkeep_prefetch")); err == nil {
+		t.Errorf("the wal-fetch prefetch spool outlived recovery")
+	}
 	return c
 }
 

@@ -34,6 +34,9 @@ type Options struct {
 	// RestoreCommand is the restore_command to write (the same pgkeep
 	// binary with the same repository settings).
 	RestoreCommand string
+	// RecoveryEndCommand, if set, is written as recovery_end_command (it
+	// removes the prefetch spool).
+	RecoveryEndCommand string
 	// ArchiveOff writes archive_mode = off, for a side restore that must
 	// not archive into the repository it came from.
 	ArchiveOff bool
@@ -445,6 +448,9 @@ func recoveryConf(m *catalog.Manifest, opts Options) string {
 	fmt.Fprintf(&b, "# Remove them once the cluster is promoted.\n")
 	set := func(k, v string) { fmt.Fprintf(&b, "%s = %s\n", k, quoteConf(v)) }
 	set("restore_command", opts.RestoreCommand)
+	if opts.RecoveryEndCommand != "" {
+		set("recovery_end_command", opts.RecoveryEndCommand)
+	}
 	t := opts.Target
 	switch {
 	case t.Time != nil:

@@ -17,10 +17,11 @@ import (
 
 // DrillOptions configures a restore drill.
 type DrillOptions struct {
-	BackupID       string
-	Target         restore.Target
-	Workers        int
-	RestoreCommand string
+	BackupID           string
+	Target             restore.Target
+	Workers            int
+	RestoreCommand     string
+	RecoveryEndCommand string
 	// Keep leaves the restored directory (stopped) for inspection.
 	Keep     bool
 	Timeout  time.Duration // for recovery; default 30 minutes
@@ -77,7 +78,7 @@ func Drill(ctx context.Context, r *repo.Repo, opts DrillOptions) (*DrillReport, 
 	began := time.Now()
 	res, err := restore.Run(ctx, r, restore.Options{
 		PGData: cluster.DataDir, BackupID: opts.BackupID, Target: opts.Target, Workers: opts.Workers,
-		RestoreCommand: opts.RestoreCommand, ArchiveOff: true, Progress: rep,
+		RestoreCommand: opts.RestoreCommand, RecoveryEndCommand: opts.RecoveryEndCommand, ArchiveOff: true, Progress: rep,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("restore drill: %w", err)

@@ -192,7 +192,11 @@ func ParseSegmentHeader(data []byte) (SegmentHeader, error) {
 }
 
 // FetchOptions configures Fetch.
-type FetchOptions struct{}
+type FetchOptions struct {
+	// StartPrefetch, if set, is called after a segment was served, to
+	// start a background prefetch of the segments after it.
+	StartPrefetch func(pgdata, served string)
+}
 
 // Fetch restores the archived WAL file name into dest, for restore_command.
 // It writes dest only with verified content, atomically (a temporary file
@@ -201,17 +205,43 @@ type FetchOptions struct{}
 // (unreachable storage, no repository at that location, corruption) is a
 // different error, because PostgreSQL takes "not found" as the end of the
 // archive.
-func Fetch(ctx context.Context, r *repo.Repo, name, dest string, _ FetchOptions) error {
+func Fetch(ctx context.Context, r *repo.Repo, name, dest string, opts FetchOptions) error {
 	kind, err := wal.Classify(name)
 	if err != nil {
 		return fmt.Errorf("%q is not a WAL file name: %w", name, err)
+	}
+	spool := ""
+	if kind == wal.KindSegment {
+		spool = SpoolDir(dest)
+	}
+	if takeSpooled(spool, name, dest) {
+		pruneSpool(spool, name)
+		if opts.StartPrefetch != nil {
+			opts.StartPrefetch(filepath.Dir(spool), name)
+		}
+		return nil
 	}
 	id, err := r.Identity(ctx)
 	if err != nil {
 		return fmt.Errorf("fetching %s: %w", name, err)
 	}
+	if err := fetchInto(ctx, r, name, dest, id.WalSegSize); err != nil {
+		return err
+	}
+	if spool != "" {
+		pruneSpool(spool, name)
+		if opts.StartPrefetch != nil {
+			opts.StartPrefetch(filepath.Dir(spool), name)
+		}
+	}
+	return nil
+}
+
+// fetchInto downloads, verifies and atomically writes one WAL file.
+func fetchInto(ctx context.Context, r *repo.Repo, name, dest string, segSize uint64) error {
+	kind, _ := wal.Classify(name)
 	tmp := dest + ".pgkeep-partial"
-	err = r.ReadObject(ctx, repo.WALKey(name), func(rd io.Reader) error {
+	err := r.ReadObject(ctx, repo.WALKey(name), func(rd io.Reader) error {
 		f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 		if err != nil {
 			return fmt.Errorf("creating %s: %w", tmp, err)
@@ -235,9 +265,9 @@ func Fetch(ctx context.Context, r *repo.Repo, name, dest string, _ FetchOptions)
 			os.Remove(tmp)
 			return err
 		}
-		if uint64(st.Size()) != id.WalSegSize {
+		if uint64(st.Size()) != segSize {
 			os.Remove(tmp)
-			return fmt.Errorf("fetching %s: archived segment is %d bytes, the repository's segment size is %d", name, st.Size(), id.WalSegSize)
+			return fmt.Errorf("fetching %s: archived segment is %d bytes, the repository's segment size is %d", name, st.Size(), segSize)
 		}
 	}
 	if err := os.Rename(tmp, dest); err != nil {
@@ -247,9 +277,9 @@ func Fetch(ctx context.Context, r *repo.Repo, name, dest string, _ FetchOptions)
 	return nil
 }
 
-// removePrefetchSpool is a placeholder hook for the wal-fetch prefetch
-// spool (PGDATA/pgkeep_prefetch): once a cluster archives, it has been
-// promoted and the spool is stale.
+// removePrefetchSpool removes the wal-fetch prefetch spool
+// (PGDATA/pgkeep_prefetch): once a cluster archives, it has been promoted
+// and the spool is stale.
 func removePrefetchSpool(pgdata string) {
 	os.RemoveAll(filepath.Join(pgdata, PrefetchDir))
 }
