@@ -22,6 +22,10 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/pgkeep/pgkeep/internal/miniosrv"
 	"github.com/pgkeep/pgkeep/internal/pgctl"
 )
 
@@ -36,6 +40,7 @@ type measure struct {
 
 type comparison struct {
 	Name    string             `json:"name"`
+	Storage string             `json:"storage"`
 	PgkeepC string             `json:"pgkeep_compression"`
 	PeerC   string             `json:"pgbackrest_compression"`
 	Pgkeep  map[string]measure `json:"pgkeep"`
@@ -49,6 +54,8 @@ type bench struct {
 	workers int
 	c       *pgctl.Cluster
 	out     io.Writer
+	s3      *miniosrv.Server
+	caFile  string // the MinIO certificate, readable by the postgres user
 }
 
 func main() {
@@ -58,17 +65,18 @@ func main() {
 	segments := flag.Int("wal-backlog", 64, "WAL segments in the drain backlog")
 	outDir := flag.String("out", "bench/results", "directory for the JSON results")
 	keep := flag.Bool("keep", false, "keep the workspace")
+	storages := flag.String("storage", "file,s3", "repositories to compare on: file, s3 (MinIO over TLS), or both")
 	pushArgs := flag.String("pgkeep-push-args", "", "extra flags for pgkeep wal-push (e.g. --look-ahead=0)")
 	headlineC := flag.String("pgkeep-compression", "", "pgkeep compression in the headline comparison (default: pgkeep's default)")
 	flag.Parse()
 	extraPush = *pushArgs
-	if err := run(*scale, *pgkeepBin, *workers, *segments, *outDir, *keep, *headlineC); err != nil {
+	if err := run(*scale, *pgkeepBin, *workers, *segments, *outDir, *keep, *headlineC, strings.Split(*storages, ",")); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(scale int, pgkeepBin string, workers, segments int, outDir string, keep bool, headlineC string) error {
+func run(scale int, pgkeepBin string, workers, segments int, outDir string, keep bool, headlineC string, storages []string) error {
 	ctx := context.Background()
 	r, err := pgctl.New()
 	if err != nil {
@@ -92,16 +100,42 @@ func run(scale int, pgkeepBin string, workers, segments int, outDir string, keep
 		return fmt.Errorf("copying pgkeep: %w", err)
 	}
 	fmt.Printf("bench: workspace %s, scale %d, %d workers\n", ws, scale, workers)
+	for _, st := range storages {
+		if st != "s3" {
+			continue
+		}
+		bin, err := miniosrv.Binary()
+		if err != nil {
+			return err
+		}
+		// pgBackRest speaks only TLS to S3: MinIO with a self-signed
+		// certificate, trusted by both tools through a CA file.
+		if b.s3, err = miniosrv.Start(bin, true); err != nil {
+			return err
+		}
+		defer b.s3.Stop()
+		b.caFile = filepath.Join(ws, "minio-ca.pem")
+		if err := copyFile(b.s3.CAFile, b.caFile); err != nil {
+			return err
+		}
+		// Every process the bench starts, PostgreSQL's archiver and
+		// recovery included, finds the credentials in its environment.
+		os.Setenv("AWS_ACCESS_KEY_ID", b.s3.AccessKey)
+		os.Setenv("AWS_SECRET_ACCESS_KEY", b.s3.SecretKey)
+	}
 	if err := b.setupCluster(ctx, scale); err != nil {
 		return err
 	}
 	defer b.c.Stop(context.Background(), "immediate")
 
 	var results []comparison
-	for _, cmp := range []comparison{
-		{Name: "headline: pgkeep defaults vs pgBackRest lz4:1", PgkeepC: headlineC, PeerC: "lz4:1"},
-		{Name: "zstd level 1 on both", PgkeepC: "zstd:1", PeerC: "zstd:1"},
-	} {
+	var cmps []comparison
+	for _, st := range storages {
+		cmps = append(cmps,
+			comparison{Name: "headline (" + st + "): pgkeep defaults vs pgBackRest lz4:1", Storage: st, PgkeepC: headlineC, PeerC: "lz4:1"},
+			comparison{Name: "zstd level 1 on both (" + st + ")", Storage: st, PgkeepC: "zstd:1", PeerC: "zstd:1"})
+	}
+	for _, cmp := range cmps {
 		res, err := b.compare(ctx, cmp, segments)
 		if err != nil && strings.Contains(err.Error(), "is not allowed for 'compress-type'") {
 			fmt.Printf("\n== %s: skipped: this pgBackRest was built without %s\n", cmp.Name, cmp.PeerC)
@@ -181,6 +215,22 @@ func (b *bench) compare(ctx context.Context, cmp comparison, segments int) (comp
 	pkRepo := "file://" + filepath.Join(dir, "pgkeep-repo")
 	b.mkdir(filepath.Join(dir, "pgkeep-repo"))
 	pkArgs := []string{"--repo", pkRepo, "--workers", strconv.Itoa(b.workers)}
+	peerRepoConf := "repo1-path=" + filepath.Join(dir, "pgbr-repo")
+	pkStored := func() int64 { return duBytes(filepath.Join(dir, "pgkeep-repo", "backups")) }
+	peerStored := func() int64 { return duBytes(filepath.Join(dir, "pgbr-repo", "backup")) }
+	if cmp.Storage == "s3" {
+		bucket, err := b.s3.NewBucket()
+		if err != nil {
+			return cmp, err
+		}
+		host, port, _ := strings.Cut(strings.TrimPrefix(b.s3.Endpoint, "https://"), ":")
+		pkArgs = []string{"--repo", "s3://" + bucket + "/pgkeep", "--s3-endpoint", b.s3.Endpoint, "--s3-path-style", "--s3-region", b.s3.Region,
+			"--s3-ca-bundle", b.caFile, "--workers", strconv.Itoa(b.workers)}
+		peerRepoConf = fmt.Sprintf("repo1-type=s3\nrepo1-path=/pgbackrest\nrepo1-s3-bucket=%s\nrepo1-s3-endpoint=%s\nrepo1-storage-port=%s\nrepo1-s3-region=%s\nrepo1-s3-key=%s\nrepo1-s3-key-secret=%s\nrepo1-s3-uri-style=path\nrepo1-storage-ca-file=%s",
+			bucket, host, port, b.s3.Region, b.s3.AccessKey, b.s3.SecretKey, b.caFile)
+		pkStored = func() int64 { return b.bucketBytes(bucket, "pgkeep/backups/") }
+		peerStored = func() int64 { return b.bucketBytes(bucket, "pgbackrest/backup/") }
+	}
 	if cmp.PgkeepC != "" {
 		pkArgs = append(pkArgs, "--compression", cmp.PgkeepC)
 	}
@@ -188,7 +238,7 @@ func (b *bench) compare(ctx context.Context, cmp comparison, segments int) (comp
 	peerRepo := filepath.Join(dir, "pgbr-repo")
 	codec, level, _ := strings.Cut(cmp.PeerC, ":")
 	os.WriteFile(conf, []byte(fmt.Sprintf(`[global]
-repo1-path=%s
+%s
 process-max=%d
 compress-type=%s
 compress-level=%s
@@ -203,7 +253,7 @@ archive-timeout=300
 pg1-path=%s
 pg1-port=%d
 pg1-socket-path=%s
-`, peerRepo, b.workers, codec, level, filepath.Join(dir, "pgbr-spool"), filepath.Join(dir, "pgbr-lock"), b.c.DataDir, b.c.Port, b.c.Socket)), 0o644)
+`, peerRepoConf, b.workers, codec, level, filepath.Join(dir, "pgbr-spool"), filepath.Join(dir, "pgbr-lock"), b.c.DataDir, b.c.Port, b.c.Socket)), 0o644)
 	for _, p := range []string{peerRepo, filepath.Join(dir, "pgbr-spool"), filepath.Join(dir, "pgbr-lock")} {
 		b.mkdir(p)
 	}
@@ -231,7 +281,7 @@ pg1-socket-path=%s
 	if err != nil {
 		return cmp, err
 	}
-	m.Stored = duBytes(filepath.Join(dir, "pgkeep-repo", "backups"))
+	m.Stored = pkStored()
 	cmp.Pgkeep["backup"] = m
 	fmt.Printf("pgkeep backup: %.2fs\n", m.Seconds)
 	duRead(b.c.DataDir)
@@ -239,7 +289,7 @@ pg1-socket-path=%s
 	if err != nil {
 		return cmp, err
 	}
-	m.Stored = duBytes(filepath.Join(peerRepo, "backup"))
+	m.Stored = peerStored()
 	cmp.Peer["backup"] = m
 	fmt.Printf("pgBackRest backup: %.2fs\n", m.Seconds)
 
@@ -395,6 +445,22 @@ func orDefault(s string) string {
 		return "defaults"
 	}
 	return s
+}
+
+// bucketBytes adds up the sizes of the objects under prefix.
+func (b *bench) bucketBytes(bucket, prefix string) int64 {
+	var n int64
+	p := s3.NewListObjectsV2Paginator(b.s3.Client(), &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(prefix)})
+	for p.HasMorePages() {
+		page, err := p.NextPage(context.Background())
+		if err != nil {
+			return -1
+		}
+		for _, o := range page.Contents {
+			n += aws.ToInt64(o.Size)
+		}
+	}
+	return n
 }
 
 func duBytes(root string) int64 {

@@ -37,6 +37,10 @@ the one the repository belongs to. Segments, .partial segments, .backup and
 		Example: `  pgkeep wal-push --repo s3://bucket/prod pg_wal/000000010000000000000001`,
 		Args:    exactArgs(1, "the path of one WAL file"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if lookAhead > 0 && walarchive.AlreadyPushed(args[0]) {
+				// A look-ahead upload stored exactly this content already.
+				return nil
+			}
 			r, cfg, err := a.openRepo(cmd)
 			if err != nil {
 				return err

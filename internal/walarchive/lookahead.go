@@ -120,3 +120,21 @@ func cleanStale(dir string) {
 		}
 	}
 }
+
+// AlreadyPushed reports whether a look-ahead upload already stored the
+// segment at path with its current content (and consumes the record). It
+// needs no repository: wal-push checks it before opening one.
+func AlreadyPushed(path string) bool {
+	name := filepath.Base(path)
+	if k, err := wal.Classify(name); err != nil || k != wal.KindSegment {
+		return false
+	}
+	if _, err := os.Stat(recordPath(filepath.Dir(path), name)); err != nil {
+		return false
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	return alreadyPushed(filepath.Dir(path), name, data)
+}

@@ -134,16 +134,30 @@ func (s *Store) Put(ctx context.Context, key string, body io.Reader, size int64)
 	if size > s.cfg.PartSize {
 		return s.putMultipart(ctx, key, k, body, size)
 	}
-	data, err := readExactly(body, size)
-	if err != nil {
-		return storage.Permanent(fmt.Errorf("storing %s: %w", key, err))
+	var payload io.ReadSeeker
+	var sum string
+	if br, ok := body.(*bytes.Reader); ok && int64(br.Len()) == size {
+		// The common case (repo always hands over a *bytes.Reader): send
+		// it as it is, without a copy.
+		start, _ := br.Seek(0, io.SeekCurrent)
+		sec := io.NewSectionReader(br, start, size)
+		if sum, err = md5Base64Reader(sec); err != nil {
+			return storage.Permanent(fmt.Errorf("storing %s: %w", key, err))
+		}
+		payload = sec
+	} else {
+		data, err := readExactly(body, size)
+		if err != nil {
+			return storage.Permanent(fmt.Errorf("storing %s: %w", key, err))
+		}
+		payload, sum = bytes.NewReader(data), md5Base64(data)
 	}
 	_, err = s.client.PutObject(ctx, &s3.PutObjectInput{
 		Bucket:        aws.String(s.cfg.Bucket),
 		Key:           aws.String(k),
-		Body:          bytes.NewReader(data),
+		Body:          payload,
 		ContentLength: aws.Int64(size),
-		ContentMD5:    aws.String(md5Base64(data)),
+		ContentMD5:    aws.String(sum),
 		IfNoneMatch:   aws.String("*"),
 	})
 	if err != nil {
