@@ -344,7 +344,7 @@ func writePiece(files *fileCache, f *catalog.File, p catalog.Piece, rd io.Reader
 	off := p.FileOffset
 	left := p.Size
 	for left > 0 {
-		n, err := io.ReadFull(rd, buf[:min(int64(len(buf)), left)])
+		n, err := rd.Read(buf[:min(int64(len(buf)), left)])
 		if n > 0 {
 			h.Write(buf[:n])
 			if _, werr := fh.WriteAt(buf[:n], off); werr != nil {
@@ -354,11 +354,13 @@ func writePiece(files *fileCache, f *catalog.File, p catalog.Piece, rd io.Reader
 			left -= int64(n)
 			rep.Advance(int64(n))
 		}
-		if err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return fmt.Errorf("%w: object ended inside %s", envelope.ErrCorrupt, f.Path)
-			}
-			return err
+		if err == io.EOF && left > 0 {
+			// The object's verified content ended early: the manifest and
+			// the object disagree.
+			return fmt.Errorf("%w: object ended inside %s", envelope.ErrCorrupt, f.Path)
+		}
+		if err != nil && err != io.EOF {
+			return err // the reader's own error: a transport failure is retried
 		}
 	}
 	if got := h.Sum().String(); got != p.XXH64 {
