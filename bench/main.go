@@ -259,12 +259,19 @@ pg1-socket-path=%s
 	}
 	peer := func(args ...string) []string { return append([]string{"--config=" + conf, "--stanza=bench"}, args...) }
 
+	// Probe the codec: an option this pgBackRest was built without fails
+	// at once (exit 32), before anything else.
+	probe := b.r.Command(ctx, nil, "/usr/bin/pgbackrest", "--compress-type="+codec, "--stanza=probe", "--log-level-console=error",
+		"--log-level-file=off", "archive-push", "/nonexistent/000000010000000000000001")
+	if out, _ := probe.CombinedOutput(); strings.Contains(string(out), "is not allowed for 'compress-type'") {
+		return cmp, fmt.Errorf("%s", strings.TrimSpace(string(out)))
+	}
+	if _, err := b.r.Run(ctx, b.c.Env(), "/usr/bin/pgbackrest", peer("stanza-create")...); err != nil {
+		return cmp, err
+	}
 	// Both tools archive during the backups.
 	both := fmt.Sprintf("%s wal-push %s %%p && pgbackrest %s archive-push %%p", b.pgkeep, strings.Join(pkArgs, " "), strings.Join(peer(), " "))
 	if err := b.setArchive(ctx, both); err != nil {
-		return cmp, err
-	}
-	if _, err := b.r.Run(ctx, b.c.Env(), "/usr/bin/pgbackrest", peer("stanza-create")...); err != nil {
 		return cmp, err
 	}
 	// Drain what accumulated while archiving was off, so that neither

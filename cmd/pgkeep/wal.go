@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -37,7 +38,7 @@ the one the repository belongs to. Segments, .partial segments, .backup and
 		Example: `  pgkeep wal-push --repo s3://bucket/prod pg_wal/000000010000000000000001`,
 		Args:    exactArgs(1, "the path of one WAL file"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if lookAhead > 0 && walarchive.AlreadyPushed(args[0]) {
+			if lookAhead > 0 && walarchive.WaitPushed(args[0], 5*time.Second) {
 				// A look-ahead upload stored exactly this content already.
 				return nil
 			}
@@ -48,7 +49,11 @@ the one the repository belongs to. Segments, .partial segments, .backup and
 			if pgdata == "" {
 				pgdata = a.env("PGDATA")
 			}
-			res, err := walarchive.Push(cmd.Context(), r, args[0], walarchive.PushOptions{PGData: pgdata, LookAhead: lookAhead, Workers: cfg.Workers})
+			opts := walarchive.PushOptions{PGData: pgdata, LookAhead: lookAhead, Workers: cfg.Workers}
+			if lookAhead > 0 {
+				opts.StartAhead = func(walDir, after string) { startPushAhead(cfg, walDir, after, lookAhead) }
+			}
+			res, err := walarchive.Push(cmd.Context(), r, args[0], opts)
 			if err != nil {
 				return err
 			}
@@ -106,6 +111,53 @@ errors are retried with backoff first.`,
 		},
 	}
 	cmd.Flags().IntVar(&prefetch, "prefetch", 8, "download up to this many following segments in the background, so recovery does not wait on the network (0: off)")
+	return cmd
+}
+
+// startPushAhead launches a detached pgkeep wal-push-ahead for the ready
+// segments after the one being pushed. It outlives this wal-push.
+func startPushAhead(cfg *config.Config, walDir, after string, count int) {
+	self, err := os.Executable()
+	if err != nil {
+		return
+	}
+	args := []string{"wal-push-ahead", "--wal-dir", walDir, "--after", after, "--count", strconv.Itoa(count), "--workers=" + strconv.Itoa(2*cfg.Workers)}
+	if cfg.File != "" {
+		args = append(args, "--config", cfg.File)
+	}
+	args = append(args, cfg.Args()...)
+	if _, set := cfg.Sources["compression"]; set {
+		args = append(args, "--compression="+cfg.Compression.String())
+	}
+	if cfg.AgeRecipients != "" {
+		args = append(args, "--age-recipients="+cfg.AgeRecipients)
+	}
+	c := exec.Command(self, args...)
+	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if c.Start() == nil {
+		c.Process.Release()
+	}
+}
+
+func (a *app) newWalPushAheadCmd() *cobra.Command {
+	var walDir, after string
+	var count int
+	cmd := &cobra.Command{
+		Use:    "wal-push-ahead",
+		Short:  "Upload ready WAL segments ahead of PostgreSQL's archive_command calls (started by wal-push)",
+		Hidden: true,
+		Args:   exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, cfg, err := a.openRepo(cmd)
+			if err != nil {
+				return err
+			}
+			return walarchive.PushAhead(cmd.Context(), r, walDir, after, count, cfg.Workers)
+		},
+	}
+	cmd.Flags().StringVar(&walDir, "wal-dir", "", "the pg_wal directory")
+	cmd.Flags().StringVar(&after, "after", "", "the segment being pushed by PostgreSQL's call")
+	cmd.Flags().IntVar(&count, "count", 8, "segments per round")
 	return cmd
 }
 

@@ -202,11 +202,8 @@ type Reader struct {
 // objects (nil: an encrypted object is an ErrEncrypted error).
 func NewReader(r io.Reader, ci Cipher) (*Reader, error) {
 	var hdr [headerSize]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, fmt.Errorf("%w: shorter than its header", ErrCorrupt)
-		}
-		return nil, fmt.Errorf("reading object header: %w", err)
+	if err := readHeader(r, hdr[:]); err != nil {
+		return nil, err
 	}
 	if !bytes.Equal(hdr[:3], headerMagic[:3]) {
 		return nil, fmt.Errorf("%w: not a pgkeep object (bad magic)", ErrCorrupt)
@@ -372,8 +369,8 @@ func (t *tailReader) trailer() []byte {
 // (header magic, trailer magic) but not the body: use a Reader for that.
 func ReadTrailer(r io.Reader) (Sum, error) {
 	var hdr [headerSize]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return Sum{}, fmt.Errorf("%w: shorter than its header", ErrCorrupt)
+	if err := readHeader(r, hdr[:]); err != nil {
+		return Sum{}, err
 	}
 	if !bytes.Equal(hdr[:4], headerMagic[:]) {
 		return Sum{}, fmt.Errorf("%w: not a pgkeep object (bad magic)", ErrCorrupt)
@@ -387,4 +384,25 @@ func ReadTrailer(r io.Reader) (Sum, error) {
 		return Sum{}, fmt.Errorf("%w: missing trailer (truncated?)", ErrCorrupt)
 	}
 	return Sum{Size: int64(binary.LittleEndian.Uint64(tr[0:8])), XXH64: binary.LittleEndian.Uint64(tr[8:16])}, nil
+}
+
+// readHeader fills hdr. Only a clean end of the stream (io.EOF from r) is
+// corruption (the object is shorter than its header); any other error is
+// the transport's, returned as it is so that it can be retried.
+func readHeader(r io.Reader, hdr []byte) error {
+	n := 0
+	for n < len(hdr) {
+		m, err := r.Read(hdr[n:])
+		n += m
+		if n == len(hdr) {
+			return nil
+		}
+		if err == io.EOF {
+			return fmt.Errorf("%w: shorter than its header", ErrCorrupt)
+		}
+		if err != nil {
+			return fmt.Errorf("reading object header: %w", err)
+		}
+	}
+	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/pgkeep/pgkeep/internal/envelope"
@@ -137,4 +138,80 @@ func AlreadyPushed(path string) bool {
 		return false
 	}
 	return alreadyPushed(filepath.Dir(path), name, data)
+}
+
+// lockFile is the look-ahead pusher's lock, inside pg_wal.
+const lockFile = "pgkeep/ahead.lock"
+
+// PushAhead is the background look-ahead pusher (pgkeep wal-push-ahead,
+// started detached by wal-push): it uploads the segments PostgreSQL has
+// marked ready after segment after, count at a time with workers in
+// parallel, recording each durable upload, and goes on while new ones
+// appear. Only one runs per pg_wal (a lock file); a second returns at once.
+func PushAhead(ctx context.Context, r *repo.Repo, walDir, after string, count, workers int) error {
+	if err := os.MkdirAll(filepath.Join(walDir, pushedDir), 0o700); err != nil {
+		return err
+	}
+	lock, err := os.OpenFile(filepath.Join(walDir, lockFile), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return nil // another pusher is at work
+	}
+	if _, err := r.Identity(ctx); err != nil {
+		return err
+	}
+	cleanStale(filepath.Join(walDir, pushedDir))
+	for round := 0; round < 1000; round++ {
+		var todo []string
+		for _, n := range readySegments(walDir, after, count*4) {
+			if _, err := os.Stat(recordPath(walDir, n)); err != nil {
+				todo = append(todo, n)
+			}
+			if len(todo) == count {
+				break
+			}
+		}
+		if len(todo) == 0 {
+			return nil
+		}
+		lookAhead(ctx, r, walDir, todo, workers)
+		after = todo[len(todo)-1]
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// WaitPushed waits up to timeout for a running look-ahead pusher to record
+// the segment at path, and reports whether it did (the record is consumed,
+// as by AlreadyPushed). With no pusher running it returns false at once.
+func WaitPushed(path string, timeout time.Duration) bool {
+	walDir := filepath.Dir(path)
+	deadline := time.Now().Add(timeout)
+	for {
+		if AlreadyPushed(path) {
+			return true
+		}
+		if !pusherRunning(walDir) || time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func pusherRunning(walDir string) bool {
+	lock, err := os.OpenFile(filepath.Join(walDir, lockFile), os.O_RDWR, 0)
+	if err != nil {
+		return false
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return true
+	}
+	syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	return false
 }

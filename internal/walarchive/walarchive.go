@@ -33,6 +33,9 @@ type PushOptions struct {
 	LookAhead int
 	// Workers upload look-ahead segments in parallel.
 	Workers int
+	// StartAhead, if set, starts the background look-ahead pusher (see
+	// PushAhead) instead of uploading look-ahead segments inline.
+	StartAhead func(walDir, after string)
 }
 
 // PushResult describes an archived file.
@@ -86,7 +89,11 @@ func Push(ctx context.Context, r *repo.Repo, path string, opts PushOptions) (Pus
 	}
 	key := repo.WALKey(name)
 	var ahead sync.WaitGroup
-	if kind == wal.KindSegment && opts.LookAhead > 0 && filepath.Base(walDir) == "pg_wal" {
+	if kind == wal.KindSegment && opts.StartAhead != nil && filepath.Base(walDir) == "pg_wal" {
+		if names := readySegments(walDir, name, 1); len(names) > 0 {
+			opts.StartAhead(walDir, name)
+		}
+	} else if kind == wal.KindSegment && opts.LookAhead > 0 && filepath.Base(walDir) == "pg_wal" {
 		if names := readySegments(walDir, name, opts.LookAhead); len(names) > 0 {
 			ahead.Add(1)
 			go func() {

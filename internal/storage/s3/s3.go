@@ -21,6 +21,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
+	"github.com/aws/smithy-go/logging"
 
 	"github.com/pgkeep/pgkeep/internal/storage"
 )
@@ -59,6 +60,10 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	cfg.Prefix = strings.Trim(cfg.Prefix, "/")
 	opts := []func(*config.LoadOptions) error{
+		// The SDK's own log lines (e.g. on a dropped connection) would
+		// reach stderr, which wal-fetch keeps silent; pgkeep reports errors.
+		config.WithLogger(logging.Nop{}),
+		config.WithClientLogMode(0),
 		// One retry policy for all of pgkeep: storage.NewRetrying.
 		config.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }),
 		config.WithHTTPClient(awshttp.NewBuildableClient().WithTimeout(0).WithTransportOptions(func(tr *http.Transport) {
@@ -258,8 +263,14 @@ type lengthChecked struct {
 func (l *lengthChecked) Read(p []byte) (int, error) {
 	n, err := l.r.Read(p)
 	l.got += int64(n)
-	if err == io.EOF && l.want >= 0 && l.got != l.want {
+	switch {
+	case err == nil:
+	case err == io.EOF && l.want >= 0 && l.got != l.want:
 		return n, fmt.Errorf("reading %s: got %d of %d bytes: %w", l.key, l.got, l.want, io.ErrUnexpectedEOF)
+	case err != io.EOF:
+		// Always wrapped, so no reader above mistakes a dropped
+		// connection (a bare io.ErrUnexpectedEOF) for a short object.
+		return n, fmt.Errorf("reading %s after %d bytes: %w", l.key, l.got, err)
 	}
 	return n, err
 }
