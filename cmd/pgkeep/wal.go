@@ -117,22 +117,30 @@ errors are retried with backoff first.`,
 // startPushAhead launches a detached pgkeep wal-push-ahead for the ready
 // segments after the one being pushed. It outlives this wal-push.
 func startPushAhead(cfg *config.Config, walDir, after string, count int) {
-	self, err := os.Executable()
-	if err != nil {
-		return
-	}
-	args := []string{"wal-push-ahead", "--wal-dir", walDir, "--after", after, "--count", strconv.Itoa(count), "--workers=" + strconv.Itoa(2*cfg.Workers)}
-	if cfg.File != "" {
-		args = append(args, "--config", cfg.File)
-	}
-	args = append(args, cfg.Args()...)
+	args := []string{"--wal-dir", walDir, "--after", after, "--count", strconv.Itoa(count), "--workers=" + strconv.Itoa(2*cfg.Workers)}
 	if _, set := cfg.Sources["compression"]; set {
 		args = append(args, "--compression="+cfg.Compression.String())
 	}
 	if cfg.AgeRecipients != "" {
 		args = append(args, "--age-recipients="+cfg.AgeRecipients)
 	}
-	c := exec.Command(self, args...)
+	spawnDetached(cfg, "wal-push-ahead", args...)
+}
+
+// spawnDetached starts this binary with a subcommand, the repository
+// settings of cfg and args, in its own session, and does not wait for it.
+// Failures are silent: the work it would do is an optimisation.
+func spawnDetached(cfg *config.Config, sub string, args ...string) {
+	self, err := os.Executable()
+	if err != nil {
+		return
+	}
+	all := append([]string{sub}, args...)
+	if cfg.File != "" {
+		all = append(all, "--config", cfg.File)
+	}
+	all = append(all, cfg.Args()...)
+	c := exec.Command(self, all...)
 	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if c.Start() == nil {
 		c.Process.Release()
@@ -165,20 +173,7 @@ func (a *app) newWalPushAheadCmd() *cobra.Command {
 // after served. It outlives this wal-fetch; failures are silent (the next
 // wal-fetch fetches on demand).
 func startPrefetch(cfg *config.Config, pgdata, served string, count int) {
-	self, err := os.Executable()
-	if err != nil {
-		return
-	}
-	args := []string{"wal-prefetch", "--pgdata", pgdata, "--after", served, "--count", strconv.Itoa(count), "--workers=" + strconv.Itoa(cfg.Workers)}
-	if cfg.File != "" {
-		args = append(args, "--config", cfg.File)
-	}
-	args = append(args, cfg.Args()...)
-	c := exec.Command(self, args...)
-	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if c.Start() == nil {
-		c.Process.Release()
-	}
+	spawnDetached(cfg, "wal-prefetch", "--pgdata", pgdata, "--after", served, "--count", strconv.Itoa(count), "--workers="+strconv.Itoa(cfg.Workers))
 }
 
 func (a *app) newWalPrefetchCmd() *cobra.Command {

@@ -147,3 +147,14 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestTransportErrorInHeaderIsNotCorruption(t *testing.T) {
+	boom := errors.New("connection reset")
+	r := io.MultiReader(bytes.NewReader([]byte("PGK")), &errReader{boom})
+	if _, _, err := Decode(r, nil); !errors.Is(err, boom) || errors.Is(err, ErrCorrupt) {
+		t.Fatalf("got %v, want the transport error", err)
+	}
+	if _, _, err := Decode(bytes.NewReader([]byte("PGK")), nil); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("a short object is corrupt, got %v", err)
+	}
+}
