@@ -71,14 +71,16 @@ type RepoURL struct {
 // String returns the URL in canonical form. It never holds credentials:
 // ParseRepoURL refuses URLs that carry them.
 func (u RepoURL) String() string {
+	// Built with net/url so that characters like '#' or '%' in a path are
+	// escaped and the string parses back to the same location.
 	switch u.Scheme {
 	case "file":
-		return "file://" + u.Path
+		return (&url.URL{Scheme: "file", Path: u.Path}).String()
 	case "s3":
 		if u.Prefix == "" {
 			return "s3://" + u.Bucket
 		}
-		return "s3://" + u.Bucket + "/" + u.Prefix
+		return (&url.URL{Scheme: "s3", Host: u.Bucket, Path: "/" + u.Prefix}).String()
 	}
 	return ""
 }

@@ -112,6 +112,9 @@ var ErrNotWALName = errors.New("not a WAL file name")
 // Classify tells what kind of archive file name is. Names are bare file
 // names as PostgreSQL passes them in %f: no directories.
 func Classify(name string) (Kind, error) {
+	if len(name) >= 8 && name[:8] == "00000000" {
+		return 0, fmt.Errorf("%w: %q has timeline 0", ErrNotWALName, name)
+	}
 	switch {
 	case len(name) == 24 && isUpperHex(name):
 		if name[:8] == "00000000" {
