@@ -1,90 +1,175 @@
-// Package wal knows PostgreSQL's WAL file names: segments, partial
-// segments, backup history files and timeline history files; LSNs and
-// segment arithmetic; and the content of timeline history files.
 package wal
 
 import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 )
 
-// TimeLineID is a PostgreSQL timeline.
-type TimeLineID uint32
+// Segment sizes PostgreSQL allows (initdb --wal-segsize): powers of two from
+// 1 MiB to 1 GiB. 16 MiB is the default.
+const (
+	MinSegSize     = 1 << 20
+	MaxSegSize     = 1 << 30
+	DefaultSegSize = 16 << 20
+)
 
-// LSN is a WAL location.
-type LSN uint64
-
-// String formats the LSN as PostgreSQL does: high/low 32 bits in hex.
-func (l LSN) String() string { return fmt.Sprintf("%X/%X", uint32(l>>32), uint32(l)) }
-
-// ParseLSN parses "X/X".
-func ParseLSN(s string) (LSN, error) {
-	hi, lo, ok := strings.Cut(s, "/")
-	if !ok || hi == "" || lo == "" || len(hi) > 8 || len(lo) > 8 {
-		return 0, fmt.Errorf("%q is not an LSN like 0/3000060", s)
-	}
-	h, err1 := strconv.ParseUint(hi, 16, 32)
-	l, err2 := strconv.ParseUint(lo, 16, 32)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("%q is not an LSN like 0/3000060", s)
-	}
-	return LSN(h<<32 | l), nil
-}
-
-// ValidSegSize reports whether n is a WAL segment size PostgreSQL allows:
-// a power of two from 1 MiB to 1 GiB.
+// ValidSegSize reports whether n is a WAL segment size PostgreSQL allows: a
+// power of two from 1 MiB to 1 GiB (IsValidWalSegSize).
 func ValidSegSize(n uint64) bool {
-	return n >= 1<<20 && n <= 1<<30 && n&(n-1) == 0
+	return n >= MinSegSize && n <= MaxSegSize && n&(n-1) == 0
 }
 
-// segmentsPerXLogID is how many segments one "xlogid" (4 GiB of WAL) holds.
+// segmentsPerXLogID is how many segments one "xlogid" (4 GiB of WAL, the
+// middle eight hex digits of a segment name) holds for segSize
+// (XLogSegmentsPerXLogId).
 func segmentsPerXLogID(segSize uint64) uint64 { return 0x100000000 / segSize }
 
-// SegmentOf returns the number of the segment that holds lsn.
+func mustValidSegSize(segSize uint64) {
+	if !ValidSegSize(segSize) {
+		panic(fmt.Sprintf("wal: invalid WAL segment size %d (want a power of two from 1 MiB to 1 GiB)", segSize))
+	}
+}
+
+// SegmentOf returns the number of the segment that holds lsn (XLByteToSeg).
+// segSize must be valid.
 func SegmentOf(lsn LSN, segSize uint64) uint64 { return uint64(lsn) / segSize }
+
+// PrevSegmentOf returns the number of the segment that holds the byte just
+// before lsn (XLByteToPrevSeg): for an end-of-WAL position such as a
+// backup's stop LSN, the last segment that holds any of the WAL before it.
+// It differs from SegmentOf only when lsn is exactly at a segment boundary.
+// lsn must not be 0.
+func PrevSegmentOf(lsn LSN, segSize uint64) uint64 { return (uint64(lsn) - 1) / segSize }
 
 // SegmentStartLSN returns the first LSN of segment segNo.
 func SegmentStartLSN(segNo, segSize uint64) LSN { return LSN(segNo * segSize) }
 
-// SegmentName returns the file name of segment segNo on timeline tli.
-func SegmentName(tli TimeLineID, segNo, segSize uint64) string {
-	per := segmentsPerXLogID(segSize)
-	return fmt.Sprintf("%08X%08X%08X", uint32(tli), uint32(segNo/per), uint32(segNo%per))
-}
-
-// Segment identifies a WAL segment.
+// Segment identifies a WAL segment: a timeline and a segment number (the
+// segment's first LSN divided by the segment size).
 type Segment struct {
 	TLI TimeLineID
 	No  uint64
 }
 
-// ParseSegmentName parses a 24-hex-digit segment name for the given
-// segment size.
+// Name returns the segment's file name for segment size segSize.
+func (s Segment) Name(segSize uint64) string { return SegmentName(s.TLI, s.No, segSize) }
+
+// SegmentName returns the 24-hex-digit file name of segment segNo on
+// timeline tli (XLogFileName): timeline, then segNo / (4 GiB / segSize),
+// then segNo % (4 GiB / segSize), each as eight upper-case hex digits.
+// It panics if segSize is not valid (see ValidSegSize).
+func SegmentName(tli TimeLineID, segNo, segSize uint64) string {
+	mustValidSegSize(segSize)
+	per := segmentsPerXLogID(segSize)
+	return fmt.Sprintf("%08X%08X%08X", uint32(tli), uint32(segNo/per), uint32(segNo%per))
+}
+
+// PartialName returns the name PostgreSQL gives the last, incomplete
+// segment of a timeline it has left (at promotion): the segment name with
+// ".partial" appended. It panics if segSize is not valid.
+func PartialName(tli TimeLineID, segNo, segSize uint64) string {
+	return SegmentName(tli, segNo, segSize) + ".partial"
+}
+
+// BackupHistoryName returns the name of the backup history file of a
+// backup that started at start on timeline tli (BackupHistoryFileName): the
+// name of the segment holding start, a dot, start's offset in that segment
+// as eight hex digits, and ".backup". It panics if segSize is not valid.
+func BackupHistoryName(tli TimeLineID, start LSN, segSize uint64) string {
+	return fmt.Sprintf("%s.%08X.backup", SegmentName(tli, SegmentOf(start, segSize), segSize), uint64(start)%segSize)
+}
+
+// ParseSegmentName parses a 24-hex-digit segment name for the given segment
+// size. It rejects lower-case hex (PostgreSQL never writes it), timeline 0,
+// and a low part too large for the segment size, so that a name it accepts
+// round-trips through SegmentName.
 func ParseSegmentName(name string, segSize uint64) (Segment, error) {
 	if !ValidSegSize(segSize) {
-		return Segment{}, fmt.Errorf("invalid WAL segment size %d", segSize)
+		return Segment{}, fmt.Errorf("parsing WAL segment name %q: invalid segment size %d", name, segSize)
 	}
 	if len(name) != 24 || !isUpperHex(name) {
 		return Segment{}, fmt.Errorf("%q is not a WAL segment name (24 upper-case hex digits)", name)
 	}
+	// Cannot fail: eight hex digits each.
 	tli, _ := strconv.ParseUint(name[0:8], 16, 32)
 	log, _ := strconv.ParseUint(name[8:16], 16, 32)
 	seg, _ := strconv.ParseUint(name[16:24], 16, 32)
+	if tli == 0 {
+		return Segment{}, fmt.Errorf("WAL segment name %q has timeline 0", name)
+	}
 	per := segmentsPerXLogID(segSize)
 	if seg >= per {
-		return Segment{}, fmt.Errorf("%q is not a valid segment name for %d-byte segments", name, segSize)
-	}
-	if tli == 0 {
-		return Segment{}, fmt.Errorf("%q has timeline 0", name)
+		return Segment{}, fmt.Errorf("%q is not a WAL segment name for %d-byte segments: its low part must be below %X", name, segSize, per)
 	}
 	return Segment{TLI: TimeLineID(tli), No: log*per + seg}, nil
+}
+
+// ParseBackupHistoryName parses a backup history file name such as
+// "000000010000000000000003.00000028.backup" and returns the backup's
+// starting segment and start LSN.
+func ParseBackupHistoryName(name string, segSize uint64) (Segment, LSN, error) {
+	if k, err := Classify(name); err != nil || k != KindBackupHistory {
+		return Segment{}, 0, fmt.Errorf("%q is not a backup history file name", name)
+	}
+	seg, err := ParseSegmentName(name[:24], segSize)
+	if err != nil {
+		return Segment{}, 0, fmt.Errorf("backup history file name %q: %w", name, err)
+	}
+	off, _ := strconv.ParseUint(name[25:33], 16, 32) // Classify checked the digits
+	if off >= segSize {
+		return Segment{}, 0, fmt.Errorf("backup history file name %q: offset %#x is beyond a %d-byte segment", name, off, segSize)
+	}
+	return seg, SegmentStartLSN(seg.No, segSize) + LSN(off), nil
+}
+
+// NextSegmentName returns the name of the segment that follows name on the
+// same timeline.
+func NextSegmentName(name string, segSize uint64) (string, error) {
+	seg, err := ParseSegmentName(name, segSize)
+	if err != nil {
+		return "", err
+	}
+	if seg.No+1 > SegmentOf(^LSN(0), segSize) {
+		return "", fmt.Errorf("WAL segment %s is the last one there can be", name)
+	}
+	return SegmentName(seg.TLI, seg.No+1, segSize), nil
+}
+
+// SegmentRange returns, in order, the names of the segments on timeline tli
+// that hold the WAL from start (inclusive) to stop (exclusive): from the
+// segment holding start to the segment holding stop-1.
+//
+// These are exactly the segments a base backup needs when start and stop
+// are the LSNs pg_backup_start and pg_backup_stop return. The stop LSN is
+// the end of the backup-end record, i.e. the position of the first byte
+// after it, so the last segment needed is the one holding stop-1
+// (PostgreSQL waits for that one to be archived: XLByteToPrevSeg). The
+// segment holding stop itself is the same one unless stop falls exactly on
+// a segment boundary; then that next segment holds none of the backup's
+// WAL and may not be written, let alone archived, for a long time.
+//
+// SegmentRange returns nil when stop <= start. The caller bounds the range:
+// it allocates one name per segment. It panics if segSize is not valid.
+func SegmentRange(tli TimeLineID, start, stop LSN, segSize uint64) []string {
+	mustValidSegSize(segSize)
+	if stop <= start {
+		return nil
+	}
+	first, last := SegmentOf(start, segSize), PrevSegmentOf(stop, segSize)
+	names := make([]string, 0, last-first+1)
+	for no := first; ; no++ {
+		names = append(names, SegmentName(tli, no, segSize))
+		if no == last {
+			return names
+		}
+	}
 }
 
 // Kind is the kind of a file in the WAL archive.
 type Kind int
 
+// The kinds of archive files. The zero Kind is not a valid kind.
 const (
 	KindSegment         Kind = iota + 1 // 000000010000000000000001
 	KindPartial                         // 000000010000000000000001.partial
@@ -103,47 +188,58 @@ func (k Kind) String() string {
 	case KindTimelineHistory:
 		return "timeline history file"
 	}
-	return "unknown"
+	return fmt.Sprintf("Kind(%d)", int(k))
 }
 
 // ErrNotWALName is wrapped by Classify's errors.
-var ErrNotWALName = errors.New("not a WAL file name")
+var ErrNotWALName = errors.New("not a WAL archive file name")
 
 // Classify tells what kind of archive file name is. Names are bare file
-// names as PostgreSQL passes them in %f: no directories.
+// names as PostgreSQL passes them in %f: no directories. Accepted forms,
+// with H an upper-case hex digit (PostgreSQL never writes lower case):
+//
+//	HHHHHHHHHHHHHHHHHHHHHHHH                 segment (24 digits)
+//	HHHHHHHHHHHHHHHHHHHHHHHH.partial         partial segment
+//	HHHHHHHHHHHHHHHHHHHHHHHH.HHHHHHHH.backup backup history file
+//	HHHHHHHH.history                         timeline history file
+//
+// Names whose timeline (the first eight digits) is 0 are rejected. Whether a
+// segment's low part fits the cluster's segment size is ParseSegmentName's
+// business.
 func Classify(name string) (Kind, error) {
-	if len(name) >= 8 && name[:8] == "00000000" {
-		return 0, fmt.Errorf("%w: %q has timeline 0", ErrNotWALName, name)
-	}
+	var k Kind
 	switch {
 	case len(name) == 24 && isUpperHex(name):
-		if name[:8] == "00000000" {
-			return 0, fmt.Errorf("%w: %q has timeline 0", ErrNotWALName, name)
-		}
-		return KindSegment, nil
-	case len(name) == 32 && strings.HasSuffix(name, ".partial") && isUpperHex(name[:24]):
-		return KindPartial, nil
-	case len(name) == 40 && strings.HasSuffix(name, ".backup") && isUpperHex(name[:24]) && name[24] == '.' && isUpperHex(name[25:33]):
-		return KindBackupHistory, nil
-	case len(name) == 16 && strings.HasSuffix(name, ".history") && isUpperHex(name[:8]):
-		if name[:8] == "00000000" {
-			return 0, fmt.Errorf("%w: %q has timeline 0", ErrNotWALName, name)
-		}
-		return KindTimelineHistory, nil
+		k = KindSegment
+	case len(name) == 32 && isUpperHex(name[:24]) && name[24:] == ".partial":
+		k = KindPartial
+	case len(name) == 40 && isUpperHex(name[:24]) && name[24] == '.' && isUpperHex(name[25:33]) && name[33:] == ".backup":
+		k = KindBackupHistory
+	case len(name) == 16 && isUpperHex(name[:8]) && name[8:] == ".history":
+		k = KindTimelineHistory
+	default:
+		return 0, fmt.Errorf("%w: %q", ErrNotWALName, name)
 	}
-	return 0, fmt.Errorf("%w: %q", ErrNotWALName, name)
+	if name[:8] == "00000000" {
+		return 0, fmt.Errorf("%w: %q has timeline 0", ErrNotWALName, name)
+	}
+	return k, nil
 }
 
-// TimelineOf returns the timeline in a valid archive file name.
+// TimelineOf returns the timeline of an archive file name: the value of its
+// first eight hex digits. It returns 0 when name does not start with eight
+// upper-case hex digits; it does not otherwise check the name (see
+// Classify).
 func TimelineOf(name string) TimeLineID {
-	if len(name) < 8 {
+	if len(name) < 8 || !isUpperHex(name[:8]) {
 		return 0
 	}
 	v, _ := strconv.ParseUint(name[:8], 16, 32)
 	return TimeLineID(v)
 }
 
-// HistoryName returns the name of timeline tli's history file.
+// HistoryName returns the name of timeline tli's history file
+// (TLHistoryFileName), e.g. "0000000A.history".
 func HistoryName(tli TimeLineID) string { return fmt.Sprintf("%08X.history", uint32(tli)) }
 
 func isUpperHex(s string) bool {
@@ -154,59 +250,4 @@ func isUpperHex(s string) bool {
 		}
 	}
 	return true
-}
-
-// HistoryEntry is one line of a timeline history file: timeline TLI ended,
-// and its child began, at SwitchLSN.
-type HistoryEntry struct {
-	TLI       TimeLineID
-	SwitchLSN LSN
-	Reason    string
-}
-
-// ParseHistory parses a timeline history file. Lines are
-// "parentTLI<tab>switchpoint<tab>reason"; blank lines and lines starting
-// with '#' are ignored. Timelines must increase.
-func ParseHistory(data []byte) ([]HistoryEntry, error) {
-	var out []HistoryEntry
-	for i, line := range strings.Split(string(data), "\n") {
-		line = strings.TrimRight(line, "\r")
-		trimmed := strings.TrimSpace(line)
-		if trimmed == "" || strings.HasPrefix(trimmed, "#") {
-			continue
-		}
-		fields := strings.FieldsFunc(trimmed, func(r rune) bool { return r == '\t' || r == ' ' })
-		if len(fields) < 2 {
-			return nil, fmt.Errorf("history file line %d: want timeline and switch point", i+1)
-		}
-		tli, err := strconv.ParseUint(fields[0], 10, 32)
-		if err != nil || tli == 0 {
-			return nil, fmt.Errorf("history file line %d: bad timeline %q", i+1, fields[0])
-		}
-		lsn, err := ParseLSN(fields[1])
-		if err != nil {
-			return nil, fmt.Errorf("history file line %d: %w", i+1, err)
-		}
-		if n := len(out); n > 0 && TimeLineID(tli) <= out[n-1].TLI {
-			return nil, fmt.Errorf("history file line %d: timeline %d does not increase", i+1, tli)
-		}
-		reason := ""
-		if parts := strings.SplitN(trimmed, "\t", 3); len(parts) == 3 {
-			reason = parts[2]
-		}
-		out = append(out, HistoryEntry{TLI: TimeLineID(tli), SwitchLSN: lsn, Reason: reason})
-	}
-	return out, nil
-}
-
-// TimelineOfLSN returns the timeline that holds lsn on the way to target,
-// given target's history: the first ancestor whose switch point is after
-// lsn, or target itself.
-func TimelineOfLSN(history []HistoryEntry, target TimeLineID, lsn LSN) TimeLineID {
-	for _, h := range history {
-		if lsn < h.SwitchLSN {
-			return h.TLI
-		}
-	}
-	return target
 }

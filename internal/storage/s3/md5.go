@@ -6,20 +6,25 @@ import (
 	"io"
 )
 
-// md5Base64 is the Content-MD5 header value: the store rejects a body that
-// changed in transit.
+// md5Base64 is the Content-MD5 header value of b: the store refuses a body
+// that changed in transit (BadDigest).
 func md5Base64(b []byte) string {
 	sum := md5.Sum(b)
 	return base64.StdEncoding.EncodeToString(sum[:])
 }
 
-// md5Base64Reader is md5Base64 over a section, rewound afterwards.
-func md5Base64Reader(r *io.SectionReader) (string, error) {
+// md5Base64Seeker is md5Base64 over what r holds from its current
+// position; r is rewound there afterwards.
+func md5Base64Seeker(r io.ReadSeeker) (string, error) {
+	start, err := r.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return "", err
+	}
 	h := md5.New()
 	if _, err := io.Copy(h, r); err != nil {
 		return "", err
 	}
-	if _, err := r.Seek(0, io.SeekStart); err != nil {
+	if _, err := r.Seek(start, io.SeekStart); err != nil {
 		return "", err
 	}
 	return base64.StdEncoding.EncodeToString(h.Sum(nil)), nil

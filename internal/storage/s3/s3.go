@@ -1,5 +1,13 @@
 // Package s3 is the s3:// storage backend: Amazon S3 or any S3-compatible
 // store (MinIO, Ceph, R2, ...), through aws-sdk-go-v2.
+//
+// Writes are conditional (If-None-Match: *), so an existing object is
+// never replaced, and carry a Content-MD5, so a body damaged in transit is
+// refused by the store. Objects larger than one part go up as a multipart
+// upload, several parts at a time, completed with the same condition and
+// aborted on any failure; S3 never lists an incomplete upload. The SDK's
+// own retries are off: retrying is storage.NewRetrying's job, and this
+// package only classifies errors.
 package s3
 
 import (
@@ -11,8 +19,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -26,19 +36,42 @@ import (
 	"github.com/pgkeep/pgkeep/internal/storage"
 )
 
+// Defaults and limits of Config.
+const (
+	DefaultPartSize    = 16 << 20
+	DefaultConcurrency = 4
+	minPartSize        = 5 << 20 // S3's minimum for all parts but the last
+	maxPartSize        = 5 << 30
+	maxParts           = 10000
+	abortTimeout       = 30 * time.Second
+)
+
 // Config locates a bucket and says how to reach it. Credentials are not
-// part of it: they come from the standard AWS chain.
+// part of it: they come from the standard AWS chain (environment, shared
+// config profile, web identity, ECS and EC2 instance roles).
 type Config struct {
-	Bucket, Prefix string
-	Region         string // "" : from the AWS config chain, else us-east-1
-	Endpoint       string // "" : AWS, or AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL
-	PathStyle      bool
-	CABundle       string // PEM file of extra CAs to trust
-	Profile        string // shared config profile; "" : AWS_PROFILE or default
-	PartSize       int64  // multipart part size; default 16 MiB
+	Bucket string
+	Prefix string // keys are stored as Prefix + "/" + key; "" for the bucket root
+	// Region: "" takes it from the AWS config chain (AWS_REGION, the
+	// profile), else us-east-1.
+	Region string
+	// Endpoint is a custom endpoint URL, for S3-compatible stores; ""
+	// lets the SDK choose (AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, the
+	// profile's endpoint_url, else AWS).
+	Endpoint  string
+	PathStyle bool   // address buckets as https://host/bucket, not https://bucket.host
+	CABundle  string // path of a PEM file of extra CAs to trust (self-signed TLS)
+	Profile   string // shared config profile; "" : AWS_PROFILE, else "default"
+	// PartSize is the multipart part size (default DefaultPartSize, at
+	// least 5 MiB); objects larger than one part use a multipart upload.
+	PartSize int64
+	// Concurrency is the number of parts of one object uploaded at once
+	// (default DefaultConcurrency). Unless the body is a *bytes.Reader, a
+	// Put holds up to Concurrency parts in memory.
+	Concurrency int
 }
 
-// Store is a bucket prefix.
+// Store is a bucket, or a prefix in one.
 type Store struct {
 	cfg    Config
 	client *s3.Client
@@ -47,18 +80,28 @@ type Store struct {
 
 var _ storage.Storage = (*Store)(nil)
 
-// New builds a client. It does not contact the store.
+// New builds a client from cfg and the AWS configuration chain. It does not
+// contact the store: a missing bucket or bad credentials show up, as
+// permanent errors, on the first operation.
 func New(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Bucket == "" {
-		return nil, errors.New("no S3 bucket given")
-	}
-	if cfg.PartSize <= 0 {
-		cfg.PartSize = 16 << 20
-	}
-	if cfg.PartSize < 5<<20 {
-		return nil, fmt.Errorf("S3 part size %d is below the 5 MiB minimum", cfg.PartSize)
+		return nil, storage.Permanent(errors.New("no S3 bucket given"))
 	}
 	cfg.Prefix = strings.Trim(cfg.Prefix, "/")
+	if cfg.Prefix != "" {
+		if err := storage.ValidateKey(cfg.Prefix); err != nil {
+			return nil, storage.Permanent(fmt.Errorf("S3 prefix: %w", err))
+		}
+	}
+	if cfg.PartSize == 0 {
+		cfg.PartSize = DefaultPartSize
+	}
+	if cfg.PartSize < minPartSize || cfg.PartSize > maxPartSize {
+		return nil, storage.Permanent(fmt.Errorf("S3 part size %d is outside S3's limits (5 MiB to 5 GiB)", cfg.PartSize))
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = DefaultConcurrency
+	}
 	opts := []func(*config.LoadOptions) error{
 		// The SDK's own log lines (e.g. on a dropped connection) would
 		// reach stderr, which wal-fetch keeps silent; pgkeep reports errors.
@@ -67,6 +110,8 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		// One retry policy for all of pgkeep: storage.NewRetrying.
 		config.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }),
 		config.WithHTTPClient(awshttp.NewBuildableClient().WithTimeout(0).WithTransportOptions(func(tr *http.Transport) {
+			// No overall timeout (a large object takes its time), but a
+			// store that accepts a request and never answers is a failure.
 			tr.ResponseHeaderTimeout = 60 * time.Second
 			tr.MaxIdleConnsPerHost = 64
 		})),
@@ -80,13 +125,13 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.CABundle != "" {
 		pem, err := os.ReadFile(cfg.CABundle)
 		if err != nil {
-			return nil, fmt.Errorf("reading the S3 CA bundle: %w", err)
+			return nil, storage.Permanent(fmt.Errorf("reading the S3 CA bundle: %w", err))
 		}
 		opts = append(opts, config.WithCustomCABundle(bytes.NewReader(pem)))
 	}
 	awsCfg, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
-		return nil, storage.Permanent(fmt.Errorf("loading AWS configuration: %w", err))
+		return nil, storage.Permanent(fmt.Errorf("loading the AWS configuration: %w", err))
 	}
 	if awsCfg.Region == "" {
 		awsCfg.Region = "us-east-1"
@@ -97,28 +142,47 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 			o.BaseEndpoint = aws.String(cfg.Endpoint)
 		}
 		// Checksums only where the operation needs them: S3-compatible
-		// stores differ in what they accept; content is checksummed by
-		// pgkeep itself and MD5 is sent on every upload.
+		// stores differ in what trailing checksums they accept. Every
+		// upload carries a Content-MD5 instead, and pgkeep checksums
+		// content itself (checked on read).
 		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
 	})
+	return &Store{cfg: cfg, client: client, where: location(cfg, awsCfg)}, nil
+}
+
+// location is s3://bucket/prefix and the endpoint's scheme and host.
+func location(cfg Config, awsCfg aws.Config) string {
 	where := "s3://" + cfg.Bucket
 	if cfg.Prefix != "" {
 		where += "/" + cfg.Prefix
 	}
 	endpoint := cfg.Endpoint
-	if endpoint == "" {
-		endpoint = os.Getenv("AWS_ENDPOINT_URL_S3")
+	for _, e := range []string{os.Getenv("AWS_ENDPOINT_URL_S3"), aws.ToString(awsCfg.BaseEndpoint)} {
+		if endpoint == "" {
+			endpoint = e
+		}
 	}
 	if endpoint != "" {
-		where += " (endpoint " + redactURL(endpoint) + ")"
+		where += " (endpoint " + endpointHost(endpoint) + ")"
 	}
-	return &Store{cfg: cfg, client: client, where: where}, nil
+	return where
+}
+
+// endpointHost returns scheme://host[:port] of an endpoint URL, dropping any
+// user information, path and query.
+func endpointHost(endpoint string) string {
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Host == "" {
+		return "(unparsable endpoint URL)"
+	}
+	return u.Scheme + "://" + u.Host
 }
 
 // Location returns s3://bucket/prefix and the endpoint, never credentials.
 func (s *Store) Location() string { return s.where }
 
+// key returns the object name of key in the bucket.
 func (s *Store) key(key string) (string, error) {
 	if err := storage.ValidateKey(key); err != nil {
 		return "", storage.Permanent(err)
@@ -129,31 +193,36 @@ func (s *Store) key(key string) (string, error) {
 	return s.cfg.Prefix + "/" + key, nil
 }
 
-// Put uploads with If-None-Match: * so an existing object is never
-// replaced; larger objects go up in parts, aborted on any failure.
+// Put uploads the object with If-None-Match: *, so an existing object is
+// never replaced, and a Content-MD5 for each request. Objects larger than
+// PartSize go up in parts, Concurrency at a time; the multipart upload is
+// aborted on any failure, including a cancelled ctx.
+//
+// A *bytes.Reader body holding exactly size bytes is sent without a copy;
+// other bodies are read into memory, one part at a time.
 func (s *Store) Put(ctx context.Context, key string, body io.Reader, size int64) error {
 	k, err := s.key(key)
 	if err != nil {
 		return err
+	}
+	if size < 0 {
+		return storage.Permanent(fmt.Errorf("storing %s: negative size %d", key, size))
 	}
 	if size > s.cfg.PartSize {
 		return s.putMultipart(ctx, key, k, body, size)
 	}
 	var payload io.ReadSeeker
 	var sum string
-	if br, ok := body.(*bytes.Reader); ok && int64(br.Len()) == size {
-		// The common case (repo always hands over a *bytes.Reader): send
-		// it as it is, without a copy.
-		start, _ := br.Seek(0, io.SeekCurrent)
+	if br, start, ok := wholeReader(body, size); ok {
 		sec := io.NewSectionReader(br, start, size)
-		if sum, err = md5Base64Reader(sec); err != nil {
-			return storage.Permanent(fmt.Errorf("storing %s: %w", key, err))
+		if sum, err = md5Base64Seeker(sec); err != nil {
+			return fmt.Errorf("storing %s: %w", key, err)
 		}
 		payload = sec
 	} else {
-		data, err := readExactly(body, size)
+		data, err := readExactly(ctx, body, size)
 		if err != nil {
-			return storage.Permanent(fmt.Errorf("storing %s: %w", key, err))
+			return fmt.Errorf("storing %s: %w", key, err)
 		}
 		payload, sum = bytes.NewReader(data), md5Base64(data)
 	}
@@ -166,45 +235,119 @@ func (s *Store) Put(ctx context.Context, key string, body io.Reader, size int64)
 		IfNoneMatch:   aws.String("*"),
 	})
 	if err != nil {
-		return s.classify("storing", key, err)
+		return s.explainDrop(ctx, key, k, s.putError(ctx, "storing", key, k, err))
 	}
+	consume(body)
 	return nil
 }
 
+// explainDrop returns err, or a better explanation of it. A store may
+// reject a request as soon as it has read the headers (bad credentials, no
+// such bucket) and close the connection while the body is still being
+// sent: the client then sees only a reset connection, which is transient,
+// and retries in vain. So when a transfer fails without an answer, a
+// cheap request without a body asks again; if its answer is one of those
+// rejections, that is the error. Any other answer (including AccessDenied,
+// which may only mean that listing is not allowed) leaves err as it is.
+func (s *Store) explainDrop(ctx context.Context, key, k string, err error) error {
+	if storage.IsPermanent(err) {
+		return err
+	}
+	if _, status, _ := details(err); status != 0 {
+		return err
+	}
+	_, perr := s.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(s.cfg.Bucket), Prefix: aws.String(k), MaxKeys: aws.Int32(1)})
+	if perr == nil {
+		return err
+	}
+	switch code, _, _ := details(perr); code {
+	case "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "NoSuchBucket",
+		"RequestTimeTooSkewed", "AuthorizationHeaderMalformed", "PermanentRedirect":
+		return s.classify("storing", key, perr)
+	}
+	return err
+}
+
+// wholeReader returns body as a ReaderAt and the offset of its current
+// position, if it is a *bytes.Reader with exactly size bytes left: parts of
+// it can then be sent, concurrently and again, without a copy.
+func wholeReader(body io.Reader, size int64) (io.ReaderAt, int64, bool) {
+	br, ok := body.(*bytes.Reader)
+	if !ok || int64(br.Len()) != size {
+		return nil, 0, false
+	}
+	return br, br.Size() - int64(br.Len()), true
+}
+
+// consume moves a *bytes.Reader sent through wholeReader to its end, as if
+// it had been read.
+func consume(body io.Reader) {
+	if br, ok := body.(*bytes.Reader); ok {
+		br.Seek(0, io.SeekEnd)
+	}
+}
+
+// readExactly reads size bytes and checks that body ends there.
+func readExactly(ctx context.Context, body io.Reader, size int64) ([]byte, error) {
+	data := make([]byte, size)
+	if _, err := io.ReadFull(body, data); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, storage.Permanent(fmt.Errorf("the body holds fewer bytes than the %d declared", size))
+		}
+		return nil, fmt.Errorf("reading the body: %w", err)
+	}
+	if err := checkEnd(body, size); err != nil {
+		return nil, err
+	}
+	return data, ctx.Err()
+}
+
+// checkEnd checks that body has nothing left after size bytes.
+func checkEnd(body io.Reader, size int64) error {
+	var extra [1]byte
+	n, err := io.ReadFull(body, extra[:])
+	switch {
+	case n > 0:
+		return storage.Permanent(fmt.Errorf("the body holds more bytes than the %d declared", size))
+	case errors.Is(err, io.EOF):
+		return nil
+	}
+	return fmt.Errorf("reading the body: %w", err)
+}
+
+// putMultipart uploads an object larger than one part.
 func (s *Store) putMultipart(ctx context.Context, key, k string, body io.Reader, size int64) (err error) {
+	nparts := (size + s.cfg.PartSize - 1) / s.cfg.PartSize
+	if nparts > maxParts {
+		return storage.Permanent(fmt.Errorf("storing %s: %d bytes need %d parts of %d bytes, more than S3's %d: raise the part size", key, size, nparts, s.cfg.PartSize, maxParts))
+	}
+	// Learning only at the end that the object exists would waste the
+	// upload; the conditional completion below still decides races.
+	if _, herr := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(k)}); herr == nil {
+		return fmt.Errorf("storing %s: %w", key, storage.ErrExists)
+	}
 	up, err := s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(k)})
 	if err != nil {
-		return s.classify("starting upload of", key, err)
+		return s.classify("starting the upload of", key, err)
 	}
 	defer func() {
-		if err != nil {
-			s.client.AbortMultipartUpload(context.WithoutCancel(ctx), &s3.AbortMultipartUploadInput{
-				Bucket: aws.String(s.cfg.Bucket), Key: aws.String(k), UploadId: up.UploadId})
+		if err == nil {
+			return
 		}
+		// Also after a cancellation; if this fails too, the parts stay
+		// (invisible) until a lifecycle rule for incomplete multipart
+		// uploads removes them.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abortTimeout)
+		defer cancel()
+		s.client.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{
+			Bucket: aws.String(s.cfg.Bucket), Key: aws.String(k), UploadId: up.UploadId})
 	}()
-	var parts []types.CompletedPart
-	buf := make([]byte, s.cfg.PartSize)
-	for n, left := int32(1), size; left > 0; n++ {
-		chunk := buf[:min(left, s.cfg.PartSize)]
-		if _, err := io.ReadFull(body, chunk); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return storage.Permanent(fmt.Errorf("storing %s: body shorter than %d bytes: %w", key, size, err))
-		}
-		out, err := s.client.UploadPart(ctx, &s3.UploadPartInput{
-			Bucket: aws.String(s.cfg.Bucket), Key: aws.String(k), UploadId: up.UploadId, PartNumber: aws.Int32(n),
-			Body: bytes.NewReader(chunk), ContentLength: aws.Int64(int64(len(chunk))), ContentMD5: aws.String(md5Base64(chunk)),
-		})
-		if err != nil {
-			return s.classify("uploading a part of", key, err)
-		}
-		parts = append(parts, types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(n)})
-		left -= int64(len(chunk))
-	}
-	var extra [1]byte
-	if m, _ := body.Read(extra[:]); m > 0 {
-		return storage.Permanent(fmt.Errorf("storing %s: body longer than %d bytes", key, size))
+	parts, err := s.uploadParts(ctx, key, k, aws.ToString(up.UploadId), body, size, nparts)
+	if err != nil {
+		return err
 	}
 	_, err = s.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
 		Bucket: aws.String(s.cfg.Bucket), Key: aws.String(k), UploadId: up.UploadId,
@@ -212,29 +355,126 @@ func (s *Store) putMultipart(ctx context.Context, key, k string, body io.Reader,
 		IfNoneMatch:     aws.String("*"),
 	})
 	if err != nil {
-		return s.classify("completing upload of", key, err)
+		return s.putError(ctx, "completing the upload of", key, k, err)
 	}
+	consume(body)
 	return nil
 }
 
-// readExactly reads size bytes and checks that body ends there.
-func readExactly(body io.Reader, size int64) ([]byte, error) {
-	data := make([]byte, size)
-	if _, err := io.ReadFull(body, data); err != nil {
-		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-			return nil, err
+// uploadParts sends the nparts parts of body, Concurrency at a time, and
+// returns them in order. It stops at the first failure.
+func (s *Store) uploadParts(ctx context.Context, key, k, uploadID string, body io.Reader, size, nparts int64) ([]types.CompletedPart, error) {
+	parent := ctx
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+	)
+	fail := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if firstErr == nil {
+			firstErr = err
+			cancel()
 		}
-		return nil, fmt.Errorf("body shorter than %d bytes: %w", size, err)
 	}
-	var extra [1]byte
-	if n, _ := body.Read(extra[:]); n > 0 {
-		return nil, fmt.Errorf("body longer than %d bytes", size)
+	// A token per part in flight; it carries the part's buffer when the
+	// body must be copied (allocated on first use).
+	tokens := make(chan []byte, s.cfg.Concurrency)
+	for range s.cfg.Concurrency {
+		tokens <- nil
 	}
-	return data, nil
+	ra, start, direct := wholeReader(body, size)
+	parts := make([]types.CompletedPart, nparts)
+send:
+	for i := range nparts {
+		var buf []byte
+		select {
+		case buf = <-tokens:
+		case <-ctx.Done():
+			break send
+		}
+		off := i * s.cfg.PartSize
+		n := min(s.cfg.PartSize, size-off)
+		var part io.ReadSeeker
+		if direct {
+			part = io.NewSectionReader(ra, start+off, n)
+		} else {
+			if buf == nil {
+				buf = make([]byte, s.cfg.PartSize)
+			}
+			if _, err := io.ReadFull(body, buf[:n]); err != nil {
+				switch {
+				case parent.Err() != nil:
+				case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+					fail(storage.Permanent(fmt.Errorf("storing %s: the body holds fewer bytes than the %d declared", key, size)))
+				default:
+					fail(fmt.Errorf("storing %s: reading the body: %w", key, err))
+				}
+				break send
+			}
+			part = bytes.NewReader(buf[:n])
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { tokens <- buf }()
+			sum, err := md5Base64Seeker(part)
+			if err != nil {
+				fail(fmt.Errorf("storing %s: %w", key, err))
+				return
+			}
+			out, err := s.client.UploadPart(ctx, &s3.UploadPartInput{
+				Bucket: aws.String(s.cfg.Bucket), Key: aws.String(k), UploadId: aws.String(uploadID),
+				PartNumber: aws.Int32(int32(i + 1)), Body: part, ContentLength: aws.Int64(n),
+				ContentMD5: aws.String(sum),
+			})
+			if err != nil {
+				fail(s.classify(fmt.Sprintf("uploading part %d of %d of", i+1, nparts), key, err))
+				return
+			}
+			parts[i] = types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(int32(i + 1))}
+		}()
+	}
+	wg.Wait()
+	if err := parent.Err(); err != nil {
+		return nil, fmt.Errorf("storing %s: %w", key, err)
+	}
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	if !direct {
+		if err := checkEnd(body, size); err != nil {
+			return nil, fmt.Errorf("storing %s: %w", key, err)
+		}
+	}
+	return parts, nil
 }
 
-// Get streams the object to fn; a body cut short is an error, never a
-// short successful read.
+// putError classifies the failure of a conditional write.
+func (s *Store) putError(ctx context.Context, op, key, k string, err error) error {
+	code, status, _ := details(err)
+	switch {
+	case code == "ConditionalRequestConflict" || (status == http.StatusConflict && code == "OperationAborted"):
+		// Another write of the same key was in progress. If it has
+		// completed, the object exists; else a retry settles it.
+		if _, herr := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(k)}); herr == nil {
+			return fmt.Errorf("%s %s: %w", op, key, storage.ErrExists)
+		}
+		return fmt.Errorf("%s %s: a concurrent write of the same object conflicted; retrying settles it: %w", op, key, err)
+	case code == "NotImplemented" || status == http.StatusNotImplemented:
+		return storage.Permanent(fmt.Errorf("%s %s: the store at %s does not implement something pgkeep needs, probably conditional writes (If-None-Match), which keep it from overwriting objects: %w", op, key, s.where, err))
+	}
+	return s.classify(op, key, err)
+}
+
+// Get streams the object to fn. A body cut short is an error wrapping
+// io.ErrUnexpectedEOF, never a short successful read.
 func (s *Store) Get(ctx context.Context, key string, fn func(io.Reader) error) error {
 	k, err := s.key(key)
 	if err != nil {
@@ -242,7 +482,12 @@ func (s *Store) Get(ctx context.Context, key string, fn func(io.Reader) error) e
 	}
 	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(k)})
 	if err != nil {
-		return s.classify("reading", key, err)
+		if code, _, _ := details(err); code == "NoSuchKey" {
+			return fmt.Errorf("reading %s: %w", key, storage.ErrNotFound)
+		}
+		// A 404 without S3's NoSuchKey (a bodiless answer, perhaps not from
+		// S3 at all) is trusted only if the bucket is there.
+		return s.confirmAbsent(ctx, "reading", key, s.classify("reading", key, err))
 	}
 	defer out.Body.Close()
 	want := int64(-1)
@@ -252,10 +497,11 @@ func (s *Store) Get(ctx context.Context, key string, fn func(io.Reader) error) e
 	return fn(&lengthChecked{r: out.Body, want: want, key: key})
 }
 
-// lengthChecked turns an early EOF into io.ErrUnexpectedEOF.
+// lengthChecked turns an early end of the body into io.ErrUnexpectedEOF
+// and wraps read errors with the key.
 type lengthChecked struct {
 	r    io.Reader
-	want int64
+	want int64 // -1: unknown
 	got  int64
 	key  string
 }
@@ -269,13 +515,14 @@ func (l *lengthChecked) Read(p []byte) (int, error) {
 		return n, fmt.Errorf("reading %s: got %d of %d bytes: %w", l.key, l.got, l.want, io.ErrUnexpectedEOF)
 	case err != io.EOF:
 		// Always wrapped, so no reader above mistakes a dropped
-		// connection (a bare io.ErrUnexpectedEOF) for a short object.
+		// connection for the end of the object. Not permanent: a retry
+		// reads it again.
 		return n, fmt.Errorf("reading %s after %d bytes: %w", l.key, l.got, err)
 	}
 	return n, err
 }
 
-// Stat returns the object's size and time.
+// Stat returns the object's size and modification time.
 func (s *Store) Stat(ctx context.Context, key string) (storage.ObjectInfo, error) {
 	k, err := s.key(key)
 	if err != nil {
@@ -283,30 +530,40 @@ func (s *Store) Stat(ctx context.Context, key string) (storage.ObjectInfo, error
 	}
 	out, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(k)})
 	if err != nil {
-		err = s.classify("stat", key, err)
-		if errors.Is(err, storage.ErrNotFound) {
-			// A HEAD answer has no body, so a missing bucket also looks
-			// like 404: make sure "not found" is about the object.
-			if _, berr := s.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(s.cfg.Bucket)}); berr != nil {
-				if berr = s.classify("checking bucket for", key, berr); errors.Is(berr, storage.ErrNotFound) {
-					return storage.ObjectInfo{}, storage.Permanent(fmt.Errorf("bucket %q does not exist (at %s): create it, or fix the repository URL", s.cfg.Bucket, s.where))
-				}
-				return storage.ObjectInfo{}, berr
-			}
-		}
-		return storage.ObjectInfo{}, err
+		// A HEAD answer has no body: a missing bucket looks like a
+		// missing object.
+		return storage.ObjectInfo{}, s.confirmAbsent(ctx, "stat", key, s.classify("stat", key, err))
 	}
-	info := storage.ObjectInfo{Key: key}
-	if out.ContentLength != nil {
-		info.Size = *out.ContentLength
-	}
+	info := storage.ObjectInfo{Key: key, Size: aws.ToInt64(out.ContentLength)}
 	if out.LastModified != nil {
 		info.ModTime = *out.LastModified
 	}
 	return info, nil
 }
 
-// List pages through ListObjectsV2; S3 returns keys in lexical order.
+// confirmAbsent returns err, unless it is ErrNotFound and the bucket
+// itself cannot be confirmed: "not found" must mean the object is absent
+// (PostgreSQL takes a missing WAL file as the end of the archive).
+func (s *Store) confirmAbsent(ctx context.Context, op, key string, err error) error {
+	if !errors.Is(err, storage.ErrNotFound) {
+		return err
+	}
+	_, berr := s.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(s.cfg.Bucket)})
+	if berr == nil {
+		return err
+	}
+	if code, _, _ := details(berr); code == "NotFound" || code == "NoSuchBucket" {
+		return s.noBucket()
+	}
+	return s.classify(op+" (checking the bucket)", key, berr)
+}
+
+func (s *Store) noBucket() error {
+	return storage.Permanent(fmt.Errorf("bucket %q does not exist (at %s): create it, or fix the repository URL", s.cfg.Bucket, s.where))
+}
+
+// List pages through ListObjectsV2, which returns keys in lexical (UTF-8
+// binary) order and never shows incomplete multipart uploads.
 func (s *Store) List(ctx context.Context, prefix string, fn func(storage.ObjectInfo) error) error {
 	full := prefix
 	if s.cfg.Prefix != "" {
@@ -343,69 +600,114 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	}
 	_, err = s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(k)})
 	if err != nil {
-		if errors.Is(s.classify("deleting", key, err), storage.ErrNotFound) {
+		if err = s.classify("deleting", key, err); errors.Is(err, storage.ErrNotFound) {
 			return nil
 		}
-		return s.classify("deleting", key, err)
+		return err
 	}
 	return nil
 }
 
-// classify maps an SDK error to pgkeep's error kinds, with advice.
-func (s *Store) classify(op, key string, err error) error {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("%s %s: %w", op, key, err)
-	}
-	var nsk *types.NoSuchKey
-	var nf *types.NotFound
-	if errors.As(err, &nsk) || errors.As(err, &nf) {
-		return fmt.Errorf("%s: %w", key, storage.ErrNotFound)
-	}
-	status := 0
-	var re *awshttp.ResponseError
-	if errors.As(err, &re) {
-		status = re.HTTPStatusCode()
-	}
-	code := ""
+// details returns the S3 error code, the HTTP status and the response
+// header of err, as far as it has them.
+func details(err error) (code string, status int, header http.Header) {
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
 		code = ae.ErrorCode()
 	}
+	var re *awshttp.ResponseError
+	if errors.As(err, &re) && re.Response != nil {
+		status, header = re.Response.StatusCode, re.Response.Header
+	}
+	return code, status, header
+}
+
+// transientCodes are S3 error codes worth retrying whatever their status:
+// RequestTimeout, IncompleteBody and BadDigest (400) come from a
+// connection that stalled or damaged the body.
+var transientCodes = map[string]bool{
+	"RequestTimeout": true, "IncompleteBody": true, "BadDigest": true, "XAmzContentSHA256Mismatch": true,
+	"InternalError": true, "ServiceUnavailable": true, "SlowDown": true, "Throttling": true,
+	"ThrottlingException": true, "RequestThrottled": true, "OperationAborted": true,
+}
+
+// classify maps an SDK error to pgkeep's error kinds, with advice: the
+// store's "absent" answers become ErrNotFound, those that a retry cannot
+// fix become Permanent, and the rest (5xx, throttling, resets, timeouts)
+// stay transient.
+func (s *Store) classify(op, key string, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s %s: %w", op, key, err)
+	}
+	code, status, header := details(err)
+	switch code {
+	case "NoSuchKey", "NotFound":
+		return fmt.Errorf("%s %s: %w", op, key, storage.ErrNotFound)
+	case "NoSuchBucket":
+		return s.noBucket()
+	case "PreconditionFailed":
+		return fmt.Errorf("%s %s: %w", op, key, storage.ErrExists)
+	case "InvalidAccessKeyId":
+		return storage.Permanent(fmt.Errorf("%s %s: the store at %s does not know the access key (InvalidAccessKeyId): check the credentials (AWS_ACCESS_KEY_ID, the profile or the instance role)", op, key, s.where))
+	case "SignatureDoesNotMatch":
+		return storage.Permanent(fmt.Errorf("%s %s: the store at %s rejected the request signature (SignatureDoesNotMatch): check the credentials (AWS_SECRET_ACCESS_KEY must belong to AWS_ACCESS_KEY_ID)", op, key, s.where))
+	case "ExpiredToken", "TokenRefreshRequired", "InvalidToken":
+		return storage.Permanent(fmt.Errorf("%s %s: the session credentials are expired or invalid (%s): refresh them (AWS_SESSION_TOKEN, the profile or the instance role)", op, key, code))
+	case "RequestTimeTooSkewed":
+		return storage.Permanent(fmt.Errorf("%s %s: this machine's clock differs too much from the store's (RequestTimeTooSkewed): fix the clock (NTP)", op, key))
+	case "AuthorizationHeaderMalformed", "PermanentRedirect", "IllegalLocationConstraintException":
+		return s.wrongRegion(op, key, code, header)
+	case "AccessDenied", "AllAccessDisabled", "AccountProblem":
+		return s.accessDenied(op, key, code)
+	case "InvalidBucketName":
+		return storage.Permanent(fmt.Errorf("%s %s: %q is not a valid bucket name: fix the repository URL", op, key, s.cfg.Bucket))
+	}
+	if transientCodes[code] {
+		return fmt.Errorf("%s %s at %s: %w", op, key, s.where, err)
+	}
 	switch {
-	case code == "NoSuchBucket":
-		return storage.Permanent(fmt.Errorf("bucket %q does not exist (at %s): create it, or fix the repository URL", s.cfg.Bucket, s.where))
-	case code == "PreconditionFailed" || status == http.StatusPreconditionFailed:
-		return fmt.Errorf("%s: %w", key, storage.ErrExists)
-	case code == "NoSuchKey" || (status == http.StatusNotFound && code != "NoSuchUpload"):
-		return fmt.Errorf("%s: %w", key, storage.ErrNotFound)
-	case code == "InvalidAccessKeyId" || code == "SignatureDoesNotMatch":
-		return storage.Permanent(fmt.Errorf("%s %s: the store rejected the credentials (%s): check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, the profile or the instance role", op, key, code))
-	case code == "AccessDenied" || status == http.StatusForbidden:
-		return storage.Permanent(fmt.Errorf("%s %s: access denied to %s: check the credentials and the bucket policy", op, key, s.where))
-	case status == http.StatusBadRequest || status == http.StatusMethodNotAllowed || status == http.StatusNotImplemented:
-		return storage.Permanent(fmt.Errorf("%s %s: %w", op, key, err))
+	case status == http.StatusMovedPermanently,
+		status == http.StatusBadRequest && header.Get("X-Amz-Bucket-Region") != "": // a bodiless HEAD answer
+		return s.wrongRegion(op, key, code, header)
+	case status == http.StatusForbidden:
+		return s.accessDenied(op, key, code)
+	case status == http.StatusPreconditionFailed:
+		return fmt.Errorf("%s %s: %w", op, key, storage.ErrExists)
+	case status == http.StatusBadRequest || status == http.StatusNotFound || status == http.StatusMethodNotAllowed ||
+		status == http.StatusLengthRequired || status == http.StatusRequestEntityTooLarge || status == http.StatusNotImplemented:
+		// The store refuses the request itself, or answers 404 without
+		// saying the object is absent (a wrong endpoint?).
+		return storage.Permanent(fmt.Errorf("%s %s at %s: %w", op, key, s.where, err))
 	}
 	if strings.Contains(err.Error(), "failed to retrieve credentials") || strings.Contains(err.Error(), "no EC2 IMDS role found") {
 		return storage.Permanent(fmt.Errorf("%s %s: no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile (AWS_PROFILE), or run with an instance role", op, key))
 	}
 	var unknownCA x509.UnknownAuthorityError
 	var badHost x509.HostnameError
-	if errors.As(err, &unknownCA) || errors.As(err, &badHost) {
+	var invalid x509.CertificateInvalidError
+	if errors.As(err, &unknownCA) || errors.As(err, &badHost) || errors.As(err, &invalid) {
 		return storage.Permanent(fmt.Errorf("%s %s: the S3 endpoint's TLS certificate is not trusted (%v): for a self-signed certificate set s3-ca-bundle to its PEM file", op, key, err))
 	}
 	var dnsErr *net.DNSError
 	if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
 		return storage.Permanent(fmt.Errorf("%s %s: cannot resolve the S3 endpoint host %q: check s3-endpoint and the bucket name", op, key, dnsErr.Name))
 	}
-	// 5xx, throttling, resets, timeouts: worth retrying.
+	// 5xx, throttling, resets, refused connections, timeouts: worth
+	// retrying.
 	return fmt.Errorf("%s %s at %s: %w", op, key, s.where, err)
 }
 
-func redactURL(u string) string {
-	if i := strings.Index(u, "@"); i >= 0 {
-		if j := strings.Index(u, "://"); j >= 0 && j < i {
-			return u[:j+3] + "REDACTED" + u[i:]
-		}
+func (s *Store) accessDenied(op, key, code string) error {
+	if code == "" {
+		code = "403"
 	}
-	return u
+	return storage.Permanent(fmt.Errorf("%s %s: access denied to %s (%s): check the credentials and that their policy allows s3:GetObject, s3:PutObject, s3:DeleteObject and s3:ListBucket on the bucket (without s3:ListBucket, S3 answers a missing object with 403)", op, key, s.where, code))
+}
+
+func (s *Store) wrongRegion(op, key, code string, header http.Header) error {
+	region := header.Get("X-Amz-Bucket-Region")
+	if region == "" {
+		region = "another region"
+	}
+	return storage.Permanent(fmt.Errorf("%s %s: bucket %q is in %s, not the one configured (%s): set s3-region (or AWS_REGION)", op, key, s.cfg.Bucket, region, code))
 }

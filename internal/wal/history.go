@@ -1,0 +1,147 @@
+package wal
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// HistoryEntry is one line of a timeline history file: timeline TLI, an
+// ancestor of the file's timeline, ended at SwitchLSN, where its child
+// began.
+type HistoryEntry struct {
+	TLI       TimeLineID
+	SwitchLSN LSN
+	Reason    string // free text, e.g. "no recovery target specified"
+}
+
+// ParseHistory parses the content of a timeline history file
+// (NNNNNNNN.history). PostgreSQL writes one line per ancestor, oldest
+// first:
+//
+//	parentTLI<TAB>switchpoint<TAB>reason
+//
+// with the timeline in decimal and the switch point as an LSN ("0/3000060").
+// Blank lines and lines whose first non-blank character is '#' are
+// ignored, as are the line endings "\n" and "\r\n". Like PostgreSQL
+// (readTimeLineHistory), ParseHistory accepts spaces as well as tabs
+// between fields, a missing reason, and requires timelines to increase
+// strictly; it also rejects timeline 0 and switch points that go backwards,
+// which no real history contains. Entries are returned oldest first. An
+// empty file yields no entries and no error.
+func ParseHistory(data []byte) ([]HistoryEntry, error) {
+	var out []HistoryEntry
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimLeft(strings.TrimRight(line, "\r"), " \t\v\f\r")
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		e, err := parseHistoryLine(line)
+		if err != nil {
+			return nil, fmt.Errorf("timeline history line %d: %w", i+1, err)
+		}
+		if n := len(out); n > 0 {
+			if e.TLI <= out[n-1].TLI {
+				return nil, fmt.Errorf("timeline history line %d: timeline %d does not follow %d (timelines must increase)", i+1, e.TLI, out[n-1].TLI)
+			}
+			if e.SwitchLSN < out[n-1].SwitchLSN {
+				return nil, fmt.Errorf("timeline history line %d: switch point %s is before the previous one, %s", i+1, e.SwitchLSN, out[n-1].SwitchLSN)
+			}
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// parseHistoryLine parses one non-blank, non-comment line with its leading
+// blanks removed.
+func parseHistoryLine(line string) (HistoryEntry, error) {
+	tliText, rest, ok := cutBlank(line)
+	if !ok {
+		return HistoryEntry{}, fmt.Errorf("%q: want a timeline and a switch point", line)
+	}
+	tli, err := strconv.ParseUint(tliText, 10, 32)
+	if err != nil || tli == 0 {
+		return HistoryEntry{}, fmt.Errorf("%q: %q is not a timeline ID", line, tliText)
+	}
+	lsnText, reason, _ := cutBlank(strings.TrimLeft(rest, " \t"))
+	lsn, err := ParseLSN(lsnText)
+	if err != nil {
+		return HistoryEntry{}, fmt.Errorf("bad switch point: %w", err)
+	}
+	return HistoryEntry{TLI: TimeLineID(tli), SwitchLSN: lsn, Reason: strings.TrimSpace(reason)}, nil
+}
+
+// cutBlank splits s at its first tab or space.
+func cutBlank(s string) (before, after string, found bool) {
+	if i := strings.IndexAny(s, " \t"); i >= 0 {
+		return s[:i], s[i+1:], true
+	}
+	return s, "", false
+}
+
+// TimelineOfLSN returns the timeline that wrote lsn in the history of
+// target, given target's history file entries (tliOfPointInHistory): the
+// oldest ancestor whose switch point is after lsn, or target itself. An LSN
+// equal to a switch point belongs to the child timeline.
+func TimelineOfLSN(history []HistoryEntry, target TimeLineID, lsn LSN) TimeLineID {
+	for _, h := range history {
+		if lsn < h.SwitchLSN {
+			return h.TLI
+		}
+	}
+	return target
+}
+
+// TimelineOfSegment returns the timeline whose copy of segment segNo
+// recovery to target reads first (XLogFileReadAnyTLI): the newest timeline
+// in target's history that had begun by the end of that segment. The
+// segment holding a switch point exists on both sides of the switch; the
+// child's copy holds the parent's WAL up to the switch point followed by
+// the child's own, so it is the one to use. (PostgreSQL falls back to older
+// timelines' copies when the preferred one is missing from the archive;
+// the parent's copy of the switch segment is normally archived as a
+// .partial file, which recovery never reads.)
+func TimelineOfSegment(history []HistoryEntry, target TimeLineID, segNo, segSize uint64) TimeLineID {
+	if n := len(history); n == 0 || SegmentOf(history[n-1].SwitchLSN, segSize) <= segNo {
+		return target
+	}
+	for i := len(history) - 1; i > 0; i-- {
+		if SegmentOf(history[i-1].SwitchLSN, segSize) <= segNo {
+			return history[i].TLI
+		}
+	}
+	return history[0].TLI
+}
+
+// TimelineSpan is the stretch of WAL one timeline contributes to a
+// timeline's history: the LSNs from Begin (inclusive) to End (exclusive).
+// The oldest timeline begins at 0; the target timeline has not ended and
+// its End is InvalidLSN.
+type TimelineSpan struct {
+	TLI        TimeLineID
+	Begin, End LSN
+}
+
+// Contains reports whether lsn lies in the span.
+func (s TimelineSpan) Contains(lsn LSN) bool {
+	return lsn >= s.Begin && (s.End == InvalidLSN || lsn < s.End)
+}
+
+// TimelineSpans lists, oldest first, the timelines that make up target's
+// history and the LSN range each covers, from target's history entries (as
+// ParseHistory returns them; nil for a timeline without a history file,
+// such as timeline 1). It fails when an entry's timeline is not older than
+// target, as PostgreSQL does.
+func TimelineSpans(history []HistoryEntry, target TimeLineID) ([]TimelineSpan, error) {
+	spans := make([]TimelineSpan, 0, len(history)+1)
+	var begin LSN
+	for _, h := range history {
+		if h.TLI >= target {
+			return nil, fmt.Errorf("history of timeline %d lists timeline %d, which is not older", target, h.TLI)
+		}
+		spans = append(spans, TimelineSpan{TLI: h.TLI, Begin: begin, End: h.SwitchLSN})
+		begin = h.SwitchLSN
+	}
+	return append(spans, TimelineSpan{TLI: target, Begin: begin}), nil
+}
