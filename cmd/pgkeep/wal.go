@@ -39,7 +39,7 @@ the one the repository belongs to. Segments, .partial segments, .backup and
 		Args:    exactArgs(1, "the path of one WAL file"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if lookAhead > 0 && walarchive.WaitPushed(args[0], 5*time.Second) {
-				// A look-ahead upload stored exactly this content already.
+				// A look-ahead upload stored this very file already.
 				return nil
 			}
 			r, cfg, err := a.openRepo(cmd)
@@ -49,7 +49,7 @@ the one the repository belongs to. Segments, .partial segments, .backup and
 			if pgdata == "" {
 				pgdata = a.env("PGDATA")
 			}
-			opts := walarchive.PushOptions{PGData: pgdata, LookAhead: lookAhead, Workers: cfg.Workers}
+			opts := walarchive.PushOptions{PGData: pgdata}
 			if lookAhead > 0 {
 				opts.StartAhead = func(walDir, after string) { startPushAhead(cfg, walDir, after, lookAhead) }
 			}
@@ -69,7 +69,7 @@ the one the repository belongs to. Segments, .partial segments, .backup and
 	}
 	cmd.Flags().StringVar(&pgdata, "pgdata", "", "data directory, to read pg_control (default $PGDATA, else the directory above pg_wal)")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "report what was archived")
-	cmd.Flags().IntVar(&lookAhead, "look-ahead", 8, "also upload up to this many further ready segments in parallel, so the next calls return at once (0: off)")
+	cmd.Flags().IntVar(&lookAhead, "look-ahead", 4, "when PostgreSQL has a backlog, upload that many further ready segments at a time in the background, so the next calls return at once (0: off)")
 	return cmd
 }
 
@@ -116,8 +116,8 @@ errors are retried with backoff first.`,
 
 // startPushAhead launches a detached pgkeep wal-push-ahead for the ready
 // segments after the one being pushed. It outlives this wal-push.
-func startPushAhead(cfg *config.Config, walDir, after string, count int) {
-	args := []string{"--wal-dir", walDir, "--after", after, "--count", strconv.Itoa(count), "--workers=" + strconv.Itoa(2*cfg.Workers)}
+func startPushAhead(cfg *config.Config, walDir, after string, uploads int) {
+	args := []string{"--wal-dir", walDir, "--after", after, "--workers=" + strconv.Itoa(uploads)}
 	if _, set := cfg.Sources["compression"]; set {
 		args = append(args, "--compression="+cfg.Compression.String())
 	}
@@ -149,7 +149,6 @@ func spawnDetached(cfg *config.Config, sub string, args ...string) {
 
 func (a *app) newWalPushAheadCmd() *cobra.Command {
 	var walDir, after string
-	var count int
 	cmd := &cobra.Command{
 		Use:    "wal-push-ahead",
 		Short:  "Upload ready WAL segments ahead of PostgreSQL's archive_command calls (started by wal-push)",
@@ -160,12 +159,11 @@ func (a *app) newWalPushAheadCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return walarchive.PushAhead(cmd.Context(), r, walDir, after, count, cfg.Workers)
+			return walarchive.PushAhead(cmd.Context(), r, walDir, after, cfg.Workers)
 		},
 	}
 	cmd.Flags().StringVar(&walDir, "wal-dir", "", "the pg_wal directory")
 	cmd.Flags().StringVar(&after, "after", "", "the segment being pushed by PostgreSQL's call")
-	cmd.Flags().IntVar(&count, "count", 8, "segments per round")
 	return cmd
 }
 

@@ -2,6 +2,7 @@ package walarchive
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,38 +12,122 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/pgkeep/pgkeep/internal/envelope"
 	"github.com/pgkeep/pgkeep/internal/repo"
 	"github.com/pgkeep/pgkeep/internal/wal"
 )
 
 // Look-ahead archiving. PostgreSQL runs archive_command for one segment at
 // a time, so a backlog drains at the speed of one upload after another.
-// When wal-push is asked for segment S, it also uploads the next segments
-// that PostgreSQL has marked ready (pg_wal/archive_status/*.ready), in
-// parallel, and records each durable upload in pg_wal/pgkeep/pushed/NAME
-// with the content's size and checksum. When PostgreSQL then asks for one
-// of those segments, wal-push hashes the file, and if it matches the record
-// it answers success at once, without the network. PostgreSQL still hears
-// "archived" only for content that is durably in the repository.
+// When wal-push is asked for segment S and PostgreSQL has already marked
+// later segments ready (pg_wal/archive_status/*.ready), it starts a
+// detached pusher (pgkeep wal-push-ahead) that uploads them, in order and
+// in parallel, while PostgreSQL is still busy with S. After each durable
+// upload the pusher writes a record, pg_wal/pgkeep/pushed/NAME, holding the
+// identity of the file it read (device, inode, size, modification and
+// change times) and the content's checksum. When PostgreSQL then asks for
+// one of those segments, wal-push compares the file's identity with the
+// record (one stat, no read) and answers success at once. PostgreSQL thus
+// still hears "archived" only for content that is durably in the
+// repository: a file written, replaced or renamed after the upload has
+// another identity, and is pushed again from scratch.
 
 // pushedDir is where look-ahead records live, inside pg_wal.
 const pushedDir = "pgkeep/pushed"
 
+// recordVersion starts every record; records of other versions are
+// ignored (the segment is pushed again, which is always safe).
+const recordVersion = "pgkeep-pushed-2"
+
+// skipRecord marks a segment the pusher could not upload: wal-push stops
+// waiting and pushes it itself, reporting the error.
+const skipRecord = "pgkeep-skip\n"
+
 func recordPath(walDir, name string) string { return filepath.Join(walDir, pushedDir, name) }
 
-func formatRecord(s envelope.Sum) string { return fmt.Sprintf("%d %016x\n", s.Size, s.XXH64) }
+func formatRecord(id fileID, xxh uint64) string {
+	return fmt.Sprintf("%s %d %d %d %d %d %016x\n", recordVersion, id.Dev, id.Ino, id.Size, id.MTime, id.CTime, xxh)
+}
 
-// alreadyPushed reports whether a look-ahead record proves that data (the
-// segment's current content) is in the repository. It removes the record.
-func alreadyPushed(walDir, name string, data []byte) bool {
+// writeRecord writes a record atomically (the record itself need not be
+// durable: a lost record only means the segment is pushed again).
+func writeRecord(walDir, name, content string) {
+	p := recordPath(walDir, name)
+	tmp := p + ".tmp"
+	if os.WriteFile(tmp, []byte(content), 0o600) == nil {
+		if os.Rename(tmp, p) != nil {
+			os.Remove(tmp)
+		}
+	}
+}
+
+// checkRecord reads the record of the segment at path. It reports pushed
+// when the record proves the file's current version is in the repository,
+// skipped when the pusher gave up on it; either way the record is consumed.
+func checkRecord(path string) (pushed, skipped bool) {
+	walDir, name := filepath.Dir(path), filepath.Base(path)
 	p := recordPath(walDir, name)
 	rec, err := os.ReadFile(p)
 	if err != nil {
+		return false, false
+	}
+	if string(rec) == skipRecord {
+		os.Remove(p)
+		return false, true
+	}
+	if !strings.HasPrefix(string(rec), recordVersion+" ") {
+		os.Remove(p)
+		return false, false
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return false, false
+	}
+	id, ok := idOf(fi)
+	os.Remove(p)
+	if !ok {
+		return false, false
+	}
+	var want fileID
+	var xxh uint64
+	if _, err := fmt.Sscanf(string(rec), recordVersion+" %d %d %d %d %d %x\n", &want.Dev, &want.Ino, &want.Size, &want.MTime, &want.CTime, &xxh); err != nil {
+		return false, false
+	}
+	return want == id, false
+}
+
+// Pushed reports whether a look-ahead upload stored the segment at path as
+// it is now (and consumes the record). It needs no repository: wal-push
+// checks it before opening one.
+func Pushed(path string) bool {
+	name := filepath.Base(path)
+	if k, err := wal.Classify(name); err != nil || k != wal.KindSegment {
 		return false
 	}
-	os.Remove(p)
-	return string(rec) == formatRecord(envelope.SumOf(data))
+	pushed, _ := checkRecord(path)
+	return pushed
+}
+
+// WaitPushed waits up to timeout for a running look-ahead pusher to record
+// the segment at path, and reports whether it did (the record is consumed,
+// as by Pushed). With no pusher running, or when the pusher gave up on the
+// segment, it returns false at once.
+func WaitPushed(path string, timeout time.Duration) bool {
+	name := filepath.Base(path)
+	if k, err := wal.Classify(name); err != nil || k != wal.KindSegment {
+		return false
+	}
+	walDir := filepath.Dir(path)
+	deadline := time.Now().Add(timeout)
+	for {
+		pushed, skipped := checkRecord(path)
+		if pushed {
+			return true
+		}
+		if skipped || !pusherRunning(walDir) || time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 // readySegments lists segments after name that PostgreSQL has marked ready
@@ -70,85 +155,34 @@ func readySegments(walDir, name string, n int) []string {
 	return out
 }
 
-// lookAhead uploads the given segments in parallel with workers and
-// records each success. Failures are left for PostgreSQL's own call to
-// retry and report.
-func lookAhead(ctx context.Context, r *repo.Repo, walDir string, names []string, workers int) {
-	if len(names) == 0 {
-		return
-	}
-	os.MkdirAll(filepath.Join(walDir, pushedDir), 0o700)
-	cleanStale(filepath.Join(walDir, pushedDir))
-	next := make(chan string)
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for name := range next {
-				data, err := os.ReadFile(filepath.Join(walDir, name))
-				if err != nil {
-					continue
-				}
-				if hdr, err := ParseSegmentHeader(data); err != nil || uint64(len(data)) != uint64(hdr.SegSize) {
-					continue
-				}
-				res, err := r.PutObject(ctx, repo.WALKey(name), data)
-				if err != nil {
-					continue
-				}
-				tmp := recordPath(walDir, name) + ".tmp"
-				if os.WriteFile(tmp, []byte(formatRecord(res.Sum)), 0o600) == nil {
-					os.Rename(tmp, recordPath(walDir, name))
-				}
-			}
-		}()
-	}
-	for _, n := range names {
-		next <- n
-	}
-	close(next)
-	wg.Wait()
-}
-
 // cleanStale removes records older than a day (segments PostgreSQL never
-// asked about, after a crash or a timeline change).
+// asked about, after a crash or a timeline change) and leftover temporary
+// files.
 func cleanStale(dir string) {
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
-		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > 24*time.Hour {
+		if info, err := e.Info(); err == nil && (time.Since(info.ModTime()) > 24*time.Hour ||
+			strings.HasSuffix(e.Name(), ".tmp") && time.Since(info.ModTime()) > time.Minute) {
 			os.Remove(filepath.Join(dir, e.Name()))
 		}
 	}
 }
 
-// AlreadyPushed reports whether a look-ahead upload already stored the
-// segment at path with its current content (and consumes the record). It
-// needs no repository: wal-push checks it before opening one.
-func AlreadyPushed(path string) bool {
-	name := filepath.Base(path)
-	if k, err := wal.Classify(name); err != nil || k != wal.KindSegment {
-		return false
-	}
-	if _, err := os.Stat(recordPath(filepath.Dir(path), name)); err != nil {
-		return false
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return false
-	}
-	return alreadyPushed(filepath.Dir(path), name, data)
-}
-
 // lockFile is the look-ahead pusher's lock, inside pg_wal.
 const lockFile = "pgkeep/ahead.lock"
 
+// aheadIdle is how long the pusher waits for new ready segments before it
+// exits; the next wal-push that sees a backlog starts another.
+const aheadIdle = time.Second
+
 // PushAhead is the background look-ahead pusher (pgkeep wal-push-ahead,
 // started detached by wal-push): it uploads the segments PostgreSQL has
-// marked ready after segment after, count at a time with workers in
-// parallel, recording each durable upload, and goes on while new ones
-// appear. Only one runs per pg_wal (a lock file); a second returns at once.
-func PushAhead(ctx context.Context, r *repo.Repo, walDir, after string, count, workers int) error {
+// marked ready after segment after, in order, with workers in parallel,
+// recording each durable upload, and goes on while new ones appear. Only
+// one runs per pg_wal (a lock file); a second returns at once. Segments it
+// cannot upload (another cluster's, unreadable, a storage error) get a skip
+// record: PostgreSQL's own wal-push call then pushes them and reports why.
+func PushAhead(ctx context.Context, r *repo.Repo, walDir, after string, workers int) error {
 	if err := os.MkdirAll(filepath.Join(walDir, pushedDir), 0o700); err != nil {
 		return err
 	}
@@ -160,47 +194,85 @@ func PushAhead(ctx context.Context, r *repo.Repo, walDir, after string, count, w
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		return nil // another pusher is at work
 	}
-	if _, err := r.Identity(ctx); err != nil {
+	id, err := r.Identity(ctx)
+	if err != nil {
 		return err
 	}
 	cleanStale(filepath.Join(walDir, pushedDir))
-	for round := 0; round < 1000; round++ {
+
+	jobs := make(chan string)
+	var wg sync.WaitGroup
+	for range max(workers, 1) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for name := range jobs {
+				if err := pushAheadOne(ctx, r, id, walDir, name); err != nil {
+					writeRecord(walDir, name, skipRecord)
+				}
+			}
+		}()
+	}
+	defer func() {
+		close(jobs)
+		wg.Wait()
+	}()
+	queued := map[string]bool{}
+	idleSince := time.Now()
+	for ctx.Err() == nil {
 		var todo []string
-		for _, n := range readySegments(walDir, after, count*4) {
-			if _, err := os.Stat(recordPath(walDir, n)); err != nil {
-				todo = append(todo, n)
+		for _, n := range readySegments(walDir, after, 256) {
+			if queued[n] {
+				continue
 			}
-			if len(todo) == count {
-				break
+			if _, err := os.Stat(recordPath(walDir, n)); err == nil {
+				continue
 			}
+			todo = append(todo, n)
 		}
 		if len(todo) == 0 {
-			return nil
+			if time.Since(idleSince) > aheadIdle {
+				return nil
+			}
+			time.Sleep(10 * time.Millisecond)
+			continue
 		}
-		lookAhead(ctx, r, walDir, todo, workers)
 		after = todo[len(todo)-1]
-		if ctx.Err() != nil {
-			return ctx.Err()
+		for _, n := range todo {
+			queued[n] = true
+			select {
+			case jobs <- n:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		}
+		idleSince = time.Now()
 	}
-	return nil
+	return ctx.Err()
 }
 
-// WaitPushed waits up to timeout for a running look-ahead pusher to record
-// the segment at path, and reports whether it did (the record is consumed,
-// as by AlreadyPushed). With no pusher running it returns false at once.
-func WaitPushed(path string, timeout time.Duration) bool {
-	walDir := filepath.Dir(path)
-	deadline := time.Now().Add(timeout)
-	for {
-		if AlreadyPushed(path) {
-			return true
-		}
-		if !pusherRunning(walDir) || time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(10 * time.Millisecond)
+// pushAheadOne uploads one ready segment and records it.
+func pushAheadOne(ctx context.Context, r *repo.Repo, id *repo.Identity, walDir, name string) error {
+	path := filepath.Join(walDir, name)
+	enc, err := encodeFile(path, r.Compression(), r.Cipher())
+	if err != nil {
+		return err
 	}
+	defer enc.release()
+	hdr, err := ParseSegmentHeader(enc.head)
+	switch {
+	case err != nil:
+		return err
+	case hdr.SysID != id.SystemIdentifier || uint64(hdr.SegSize) != id.WalSegSize || uint64(enc.sum.Size) != id.WalSegSize:
+		return errors.New("not a whole segment of the repository's cluster")
+	case enc.id == fileID{}:
+		return errors.New("file identity unknown")
+	}
+	if _, err := r.PutEncoded(ctx, repo.WALKey(name), enc.buf.Bytes(), enc.sum); err != nil {
+		return err
+	}
+	writeRecord(walDir, name, formatRecord(enc.id, enc.sum.XXH64))
+	return nil
 }
 
 func pusherRunning(walDir string) bool {

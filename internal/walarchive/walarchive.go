@@ -3,6 +3,7 @@
 package walarchive
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -10,7 +11,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sync"
 
 	"github.com/pgkeep/pgkeep/internal/pgcontrol"
 	"github.com/pgkeep/pgkeep/internal/repo"
@@ -28,13 +28,9 @@ type PushOptions struct {
 	// the repository is created and to check history files. "" means: the
 	// directory above pg_wal when path is inside one.
 	PGData string
-	// LookAhead uploads up to this many further ready segments in
-	// parallel, so that PostgreSQL's next calls return at once (0: off).
-	LookAhead int
-	// Workers upload look-ahead segments in parallel.
-	Workers int
-	// StartAhead, if set, starts the background look-ahead pusher (see
-	// PushAhead) instead of uploading look-ahead segments inline.
+	// StartAhead, if set, is called when PostgreSQL has marked further
+	// segments ready after this one; it starts the background look-ahead
+	// pusher (see PushAhead).
 	StartAhead func(walDir, after string)
 }
 
@@ -67,15 +63,16 @@ func Push(ctx context.Context, r *repo.Repo, path string, opts PushOptions) (Pus
 	if err != nil {
 		return PushResult{}, fmt.Errorf("%s is not a WAL file PostgreSQL archives: %w", path, err)
 	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return PushResult{}, fmt.Errorf("reading WAL file: %w", err)
-	}
 	walDir := filepath.Dir(path)
-	if kind == wal.KindSegment && alreadyPushed(walDir, name, data) {
-		return PushResult{Name: name, Key: repo.WALKey(name), Size: int64(len(data)), Existed: true}, nil
+	if kind == wal.KindSegment && Pushed(path) {
+		st, _ := os.Stat(path)
+		return PushResult{Name: name, Key: repo.WALKey(name), Size: st.Size(), Existed: true}, nil
 	}
-	info, err := identify(kind, data, path, opts.PGData)
+	head, size, err := readHead(path)
+	if err != nil {
+		return PushResult{}, err
+	}
+	info, err := identify(kind, head, size, path, opts.PGData)
 	if err != nil {
 		return PushResult{}, err
 	}
@@ -87,41 +84,60 @@ func Push(ctx context.Context, r *repo.Repo, path string, opts PushOptions) (Pus
 		}
 		return PushResult{}, fmt.Errorf("checking repository %s: %w", r.Location(), err)
 	}
-	key := repo.WALKey(name)
-	var ahead sync.WaitGroup
 	if kind == wal.KindSegment && opts.StartAhead != nil && filepath.Base(walDir) == "pg_wal" {
 		if names := readySegments(walDir, name, 1); len(names) > 0 {
 			opts.StartAhead(walDir, name)
 		}
-	} else if kind == wal.KindSegment && opts.LookAhead > 0 && filepath.Base(walDir) == "pg_wal" {
-		if names := readySegments(walDir, name, opts.LookAhead); len(names) > 0 {
-			ahead.Add(1)
-			go func() {
-				defer ahead.Done()
-				lookAhead(ctx, r, walDir, names, max(2*opts.Workers, 2))
-			}()
-		}
 	}
-	defer ahead.Wait()
+	// Encoded after EnsureIdentity: a repository it creates may encrypt.
+	enc, err := encodeFile(path, r.Compression(), r.Cipher())
+	if err != nil {
+		return PushResult{}, err
+	}
+	defer enc.release()
+	if !bytes.Equal(enc.head, head) || enc.sum.Size != size {
+		return PushResult{}, fmt.Errorf("%s: %w", path, errChanged)
+	}
+	key := repo.WALKey(name)
 	if kind == wal.KindSegment || kind == wal.KindPartial {
 		// After promotion, the archiver runs: the restore prefetch spool
 		// is no longer needed.
 		removePrefetchSpool(filepath.Dir(walDir))
 	}
-	res, err := r.PutObject(ctx, key, data)
+	res, err := r.PutEncoded(ctx, key, enc.buf.Bytes(), enc.sum)
 	if err != nil {
 		if errors.Is(err, repo.ErrConflict) {
 			return PushResult{}, fmt.Errorf("refusing to archive %s: %w", name, err)
 		}
 		return PushResult{}, fmt.Errorf("archiving %s: %w", name, err)
 	}
-	return PushResult{Name: name, Key: key, Size: int64(len(data)), Stored: res.Stored, Existed: res.Existed}, nil
+	return PushResult{Name: name, Key: key, Size: enc.sum.Size, Stored: res.Stored, Existed: res.Existed}, nil
+}
+
+// readHead returns the first headSize bytes of the file at path and its
+// size.
+func readHead(path string) ([]byte, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, fmt.Errorf("reading WAL file: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, 0, fmt.Errorf("reading WAL file: %w", err)
+	}
+	head := make([]byte, min(st.Size(), headSize))
+	if _, err := io.ReadFull(f, head); err != nil {
+		return nil, 0, fmt.Errorf("reading WAL file %s: %w", path, err)
+	}
+	return head, st.Size(), nil
 }
 
 // identify works out which cluster produced a WAL file. Segments carry
 // their system identifier and size in the first page's long header; for
 // history files, and to learn the major version, pg_control is read.
-func identify(kind wal.Kind, data []byte, path, pgdata string) (clusterInfo, error) {
+// head is the file's start, size its length.
+func identify(kind wal.Kind, head []byte, size int64, path, pgdata string) (clusterInfo, error) {
 	if pgdata == "" {
 		if dir := filepath.Dir(path); filepath.Base(dir) == "pg_wal" {
 			pgdata = filepath.Dir(dir)
@@ -137,12 +153,12 @@ func identify(kind wal.Kind, data []byte, path, pgdata string) (clusterInfo, err
 
 	isSegment := kind == wal.KindSegment || kind == wal.KindPartial
 	if isSegment {
-		hdr, err := ParseSegmentHeader(data)
+		hdr, err := ParseSegmentHeader(head)
 		if err != nil {
 			return clusterInfo{}, fmt.Errorf("%s: %w", path, err)
 		}
-		if kind == wal.KindSegment && uint64(len(data)) != uint64(hdr.SegSize) {
-			return clusterInfo{}, fmt.Errorf("%s is %d bytes but its header says segments are %d bytes; is it being written?", path, len(data), hdr.SegSize)
+		if kind == wal.KindSegment && uint64(size) != uint64(hdr.SegSize) {
+			return clusterInfo{}, fmt.Errorf("%s is %d bytes but its header says segments are %d bytes; is it being written?", path, size, hdr.SegSize)
 		}
 		info := clusterInfo{sysID: hdr.SysID, segSize: uint64(hdr.SegSize), source: "the segment's page header"}
 		if ctl != nil && ctl.SystemIdentifier == hdr.SysID {

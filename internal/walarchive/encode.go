@@ -1,0 +1,135 @@
+package walarchive
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"syscall"
+
+	"github.com/pgkeep/pgkeep/internal/envelope"
+)
+
+// Streaming encoding of WAL files. A segment is read in chunks small enough
+// to stay in the CPU cache, and each chunk is hashed and compressed while it
+// is there: one pass over memory instead of three (read, hash, compress a
+// 16 MiB buffer). On these machines that is 2 to 3 times less CPU per
+// segment, which is what a WAL backlog drains at.
+
+// chunkSize is the read size: it fits in the L2/L3 cache with room for the
+// compressor's state.
+const chunkSize = 1 << 20
+
+// headSize is how much of the file's start is kept for identification (the
+// long page header of a segment is 40 bytes).
+const headSize = 64
+
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
+
+var outPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// fileID identifies one version of a file without reading it: a write
+// changes mtime and ctime, a rename changes ctime, recycling gives another
+// name. A look-ahead record holds the fileID of what it uploaded.
+type fileID struct {
+	Dev, Ino     uint64
+	Size         int64
+	MTime, CTime int64 // nanoseconds
+}
+
+func idOf(fi os.FileInfo) (fileID, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileID{}, false
+	}
+	return fileID{
+		Dev: uint64(st.Dev), Ino: uint64(st.Ino), Size: st.Size,
+		MTime: st.Mtim.Sec*1e9 + st.Mtim.Nsec, CTime: st.Ctim.Sec*1e9 + st.Ctim.Nsec,
+	}, true
+}
+
+// encodedFile is a WAL file encoded as one envelope, ready to store.
+type encodedFile struct {
+	buf  *bytes.Buffer // the envelope; release returns it to the pool
+	sum  envelope.Sum  // of the content
+	head []byte        // the first bytes of the content
+	id   fileID        // the file as it was read (zero if unknown)
+}
+
+func (e *encodedFile) release() {
+	if e.buf != nil && e.buf.Cap() <= 32<<20 {
+		e.buf.Reset()
+		outPool.Put(e.buf)
+	}
+	e.buf = nil
+}
+
+// errChanged means the file changed while it was read.
+var errChanged = errors.New("the file changed while it was read")
+
+// encodeFile reads the file at path once, in cache-sized chunks, hashing
+// and compressing each chunk into an envelope. It fails with errChanged if
+// the file's identity changed during the read.
+func encodeFile(path string, comp envelope.Compression, ci envelope.Cipher) (*encodedFile, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading WAL file: %w", err)
+	}
+	defer f.Close()
+	before, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("reading WAL file: %w", err)
+	}
+	out := outPool.Get().(*bytes.Buffer)
+	out.Reset()
+	enc := &encodedFile{buf: out}
+	ok := false
+	defer func() {
+		if !ok {
+			enc.release()
+		}
+	}()
+	w, err := envelope.NewWriter(out, comp, ci)
+	if err != nil {
+		return nil, err
+	}
+	bp := chunkPool.Get().(*[]byte)
+	defer chunkPool.Put(bp)
+	chunk := *bp
+	for {
+		n, rerr := io.ReadFull(f, chunk)
+		if n > 0 {
+			if len(enc.head) < headSize {
+				enc.head = append(enc.head, chunk[:min(n, headSize-len(enc.head))]...)
+			}
+			if _, err := w.Write(chunk[:n]); err != nil {
+				return nil, err
+			}
+		}
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			break
+		}
+		if rerr != nil {
+			return nil, fmt.Errorf("reading WAL file: %w", rerr)
+		}
+	}
+	if enc.sum, err = w.Close(); err != nil {
+		return nil, err
+	}
+	after, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("reading WAL file: %w", err)
+	}
+	idBefore, known := idOf(before)
+	idAfter, _ := idOf(after)
+	if idBefore != idAfter || enc.sum.Size != after.Size() {
+		return nil, fmt.Errorf("%s: %w", path, errChanged)
+	}
+	if known {
+		enc.id = idAfter
+	}
+	ok = true
+	return enc, nil
+}

@@ -1,0 +1,171 @@
+package walarchive
+
+import (
+	"bytes"
+	"context"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/pgkeep/pgkeep/internal/envelope"
+	"github.com/pgkeep/pgkeep/internal/repo"
+	"github.com/pgkeep/pgkeep/internal/storage/local"
+)
+
+const testSegSize = 1 << 20
+
+// fakeSegment is a whole segment of cluster sysid: a long page header, then
+// half compressible, half random bytes.
+func fakeSegment(sysid uint64, seed uint64) []byte {
+	b := make([]byte, testSegSize)
+	copy(b, segmentHeader(sysid, testSegSize))
+	rng := rand.New(rand.NewPCG(seed, seed))
+	for i := testSegSize / 2; i < testSegSize; i += 8 {
+		v := rng.Uint64()
+		for j := 0; j < 8; j++ {
+			b[i+j] = byte(v >> (8 * j))
+		}
+	}
+	return b
+}
+
+func TestEncodeFileRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "000000010000000000000001")
+	data := fakeSegment(42, 1)
+	data = append(data, data[:12345]...) // not a multiple of the chunk size
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []string{"zstd", "s2", "none"} {
+		comp, err := envelope.ParseCompression(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		enc, err := encodeFile(p, comp, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, sum, err := envelope.Decode(bytes.NewReader(enc.buf.Bytes()), nil)
+		if err != nil || !bytes.Equal(got, data) || sum != envelope.SumOf(data) || enc.sum != sum {
+			t.Fatalf("%s: round trip failed: err %v, sum %v want %v", c, err, enc.sum, envelope.SumOf(data))
+		}
+		if !bytes.Equal(enc.head, data[:headSize]) {
+			t.Fatalf("%s: head differs", c)
+		}
+		enc.release()
+	}
+}
+
+// The look-ahead record proves only the very file that was read: the same
+// content rewritten, or another file renamed into place, is pushed again.
+func TestRecordMatchesOnlyTheFileThatWasRead(t *testing.T) {
+	walDir := filepath.Join(t.TempDir(), "pg_wal")
+	os.MkdirAll(filepath.Join(walDir, pushedDir), 0o700)
+	name := "000000010000000000000002"
+	p := filepath.Join(walDir, name)
+	data := fakeSegment(42, 2)
+	os.WriteFile(p, data, 0o600)
+	record := func() {
+		t.Helper()
+		enc, err := encodeFile(p, envelope.Compression{Codec: envelope.None}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeRecord(walDir, name, formatRecord(enc.id, enc.sum.XXH64))
+		enc.release()
+	}
+
+	record()
+	if !Pushed(p) {
+		t.Fatal("record of the unchanged file not accepted")
+	}
+	if Pushed(p) {
+		t.Fatal("record not consumed")
+	}
+
+	record()
+	time.Sleep(2 * time.Millisecond)
+	os.WriteFile(p, data, 0o600) // same bytes, written again
+	if Pushed(p) {
+		t.Fatal("record accepted for a rewritten file")
+	}
+
+	record()
+	other := filepath.Join(walDir, "other")
+	os.WriteFile(other, data, 0o600)
+	os.Rename(other, p) // another file (a recycled segment) under the name
+	if Pushed(p) {
+		t.Fatal("record accepted for another file renamed into place")
+	}
+
+	writeRecord(walDir, name, "pgkeep-pushed-1 garbage\n")
+	if Pushed(p) {
+		t.Fatal("record of another version accepted")
+	}
+
+	// A skip record ends the wait at once, even with the timeout far off.
+	writeRecord(walDir, name, skipRecord)
+	began := time.Now()
+	if WaitPushed(p, time.Minute) || time.Since(began) > time.Second {
+		t.Fatal("skip record did not end the wait with false")
+	}
+	if _, err := os.Stat(recordPath(walDir, name)); err == nil {
+		t.Fatal("skip record not consumed")
+	}
+}
+
+// PushAhead uploads every ready segment after the given one, records each,
+// and gives a segment of another cluster a skip record instead.
+func TestPushAheadUploadsAndRecords(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	walDir := filepath.Join(root, "pg_wal")
+	os.MkdirAll(filepath.Join(walDir, "archive_status"), 0o700)
+	st, err := local.New(filepath.Join(root, "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	comp, _ := envelope.ParseCompression("zstd")
+	r := repo.New(st, comp)
+	if _, err := r.EnsureIdentity(ctx, repo.Identity{SystemIdentifier: 42, PGMajor: 15, WalSegSize: testSegSize}); err != nil {
+		t.Fatal(err)
+	}
+	names := []string{"000000010000000000000001", "000000010000000000000002", "000000010000000000000003",
+		"000000010000000000000004", "000000010000000000000005"}
+	segs := map[string][]byte{}
+	for i, n := range names {
+		sysid := uint64(42)
+		if i == 3 {
+			sysid = 7 // another cluster's
+		}
+		segs[n] = fakeSegment(sysid, uint64(i))
+		os.WriteFile(filepath.Join(walDir, n), segs[n], 0o600)
+		os.WriteFile(filepath.Join(walDir, "archive_status", n+".ready"), nil, 0o600)
+	}
+	if err := PushAhead(ctx, r, walDir, names[0], 3); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(recordPath(walDir, names[0])); err == nil {
+		t.Error("the segment PostgreSQL's own call pushes was pushed ahead too")
+	}
+	for i, n := range names[1:] {
+		p := filepath.Join(walDir, n)
+		if i+1 == 3 {
+			if pushed, skipped := checkRecord(p); pushed || !skipped {
+				t.Errorf("%s of another cluster: pushed %v, skipped %v", n, pushed, skipped)
+			}
+			continue
+		}
+		if !Pushed(p) {
+			t.Errorf("%s has no valid record", n)
+			continue
+		}
+		got, _, err := r.GetObject(ctx, repo.WALKey(n))
+		if err != nil || !bytes.Equal(got, segs[n]) {
+			t.Errorf("%s in the repository differs: %v", n, err)
+		}
+	}
+}
