@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -116,7 +117,7 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 		return nil, err
 	}
 	rep.Begin("restore "+m.ID, m.Size)
-	err = fetchAll(ctx, r, opts.PGData, m, opts.Workers, rep)
+	err = fetchAndCreate(ctx, r, opts.PGData, m, opts.Workers, rep)
 	rep.End()
 	if err != nil {
 		return nil, err
@@ -213,29 +214,51 @@ func layout(pgdata string, m *catalog.Manifest, remap map[string]string) (map[st
 			}
 		}
 	}
-	// Every file exists at its final size before data arrives, so holes
-	// (ranges that WAL replay fills) and empty files are right.
+	// Every file's directory exists before any data arrives; the files
+	// themselves are created by createFiles, alongside the fetch.
+	parents := map[string]bool{}
 	for _, f := range m.Files {
 		if err := checkInside(pgdata, f.Path, tsMap); err != nil {
 			return nil, err
 		}
+		parent := filepath.Dir(filepath.Join(pgdata, filepath.FromSlash(destPath(f.Path))))
+		if !parents[parent] {
+			parents[parent] = true
+			if err := os.MkdirAll(parent, 0o700); err != nil {
+				return nil, fmt.Errorf("creating %s: %w", parent, err)
+			}
+		}
+	}
+	return tsMap, nil
+}
+
+// createFiles creates every file of the backup at its final size, so that
+// holes (ranges WAL replay fills) and empty files are right. It runs while
+// the data is fetched: creating a thousand files is a good part of a
+// restore's kernel time, and a writer that gets to a file first creates it
+// itself (fileCache.open); extending a file to its final size never
+// touches data already written.
+func createFiles(ctx context.Context, pgdata string, m *catalog.Manifest) error {
+	for _, f := range m.Files {
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
 		p := filepath.Join(pgdata, filepath.FromSlash(destPath(f.Path)))
-		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-			return nil, err
-		}
-		fh, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+		fh, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o600)
 		if err != nil {
-			return nil, fmt.Errorf("creating %s: %w", p, err)
+			return fmt.Errorf("creating %s: %w", p, err)
 		}
-		err = fh.Truncate(f.Size)
+		if st, serr := fh.Stat(); serr != nil || st.Size() != f.Size {
+			err = fh.Truncate(f.Size)
+		}
 		if cerr := fh.Close(); err == nil {
 			err = cerr
 		}
 		if err != nil {
-			return nil, fmt.Errorf("sizing %s: %w", p, err)
+			return fmt.Errorf("sizing %s: %w", p, err)
 		}
 	}
-	return tsMap, nil
+	return nil
 }
 
 func isTablespaceLink(p string) bool {
@@ -259,6 +282,30 @@ func checkInside(pgdata, p string, tsMap map[string]string) error {
 		}
 	}
 	return nil
+}
+
+// fetchAndCreate runs createFiles and fetchAll side by side; the first
+// error stops both.
+func fetchAndCreate(ctx context.Context, r *repo.Repo, pgdata string, m *catalog.Manifest, workers int, rep progress.Reporter) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	created := make(chan error, 1)
+	go func() {
+		err := createFiles(ctx, pgdata, m)
+		if err != nil {
+			cancel(err)
+		}
+		created <- err
+	}()
+	err := fetchAll(ctx, r, pgdata, m, workers, rep)
+	if err != nil {
+		cancel(err)
+	}
+	cerr := <-created
+	if err != nil {
+		return err
+	}
+	return cerr
 }
 
 // fetchAll downloads every data object and writes its pieces.
@@ -350,6 +397,10 @@ func writePiece(files *fileCache, f *catalog.File, p catalog.Piece, rd io.Reader
 			if _, werr := fh.WriteAt(buf[:n], off); werr != nil {
 				return fmt.Errorf("writing %s: %w", fh.Name(), werr)
 			}
+			// Start writing back now, so that the final fsync finds the
+			// data on its way to disk (errors here only lose the head
+			// start; the fsync reports real failures).
+			unix.SyncFileRange(int(fh.Fd()), off, int64(n), unix.SYNC_FILE_RANGE_WRITE)
 			off += int64(n)
 			left -= int64(n)
 			rep.Advance(int64(n))
@@ -382,7 +433,8 @@ func (c *fileCache) open(rel string) (*os.File, error) {
 	if c.files == nil {
 		c.files = map[string]*os.File{}
 	}
-	fh, err := os.OpenFile(filepath.Join(c.root, filepath.FromSlash(rel)), os.O_WRONLY, 0)
+	// createFiles may not have got to it yet.
+	fh, err := os.OpenFile(filepath.Join(c.root, filepath.FromSlash(rel)), os.O_CREATE|os.O_WRONLY, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", rel, err)
 	}
@@ -496,24 +548,73 @@ func escapeTablespacePath(p string) string {
 	return strings.NewReplacer("\\", "\\\\", "\n", "\\\n", "\r", "\\\r").Replace(p)
 }
 
-// syncTree flushes every restored file and directory to disk: one
-// syncfs(2) per file system (the data directory's and each tablespace's),
-// much faster than an fsync per file.
+// syncTree flushes every restored file and directory to disk: an fsync
+// of each, many at a time. Writeback already started while the data was
+// written (sync_file_range), so most fsyncs only wait for the journal.
+// Unlike syncfs(2), it never waits for other programs' dirty data on the
+// same file system, which on a busy host can be gigabytes.
 func syncTree(pgdata string, tsMap map[string]string) error {
 	roots := []string{pgdata}
 	for _, loc := range tsMap {
 		roots = append(roots, loc)
 	}
+	paths := make(chan string, 256)
+	errc := make(chan error, 1)
+	var wg sync.WaitGroup
+	for range syncParallel {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p := range paths {
+				if err := syncPath(p); err != nil {
+					select {
+					case errc <- err:
+					default:
+					}
+				}
+			}
+		}()
+	}
+	var walkErr error
 	for _, root := range roots {
-		fh, err := os.Open(root)
-		if err != nil {
-			return err
+		walkErr = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if d.Type()&fs.ModeSymlink == 0 {
+				paths <- p
+			}
+			return nil
+		})
+		if walkErr != nil {
+			break
 		}
-		err = unix.Syncfs(int(fh.Fd()))
-		fh.Close()
-		if err != nil {
-			return fmt.Errorf("syncing %s: %w", root, err)
-		}
+	}
+	close(paths)
+	wg.Wait()
+	if walkErr != nil {
+		return fmt.Errorf("syncing restored files: %w", walkErr)
+	}
+	select {
+	case err := <-errc:
+		return err
+	default:
+	}
+	return nil
+}
+
+// syncParallel is how many fsyncs run at once: the device and the
+// journal batch concurrent ones.
+const syncParallel = 16
+
+func syncPath(p string) error {
+	fh, err := os.Open(p)
+	if err != nil {
+		return fmt.Errorf("syncing %s: %w", p, err)
+	}
+	defer fh.Close()
+	if err := fh.Sync(); err != nil {
+		return fmt.Errorf("syncing %s: %w", p, err)
 	}
 	return nil
 }
