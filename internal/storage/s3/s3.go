@@ -23,6 +23,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -631,6 +632,14 @@ var transientCodes = map[string]bool{
 	"ThrottlingException": true, "RequestThrottled": true, "OperationAborted": true,
 }
 
+// cutShort reports whether the connection failed while the answer was
+// read: reset, closed early, or ended inside the body.
+func cutShort(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
 // classify maps an SDK error to pgkeep's error kinds, with advice: the
 // store's "absent" answers become ErrNotFound, those that a retry cannot
 // fix become Permanent, and the rest (5xx, throttling, resets, timeouts)
@@ -662,7 +671,10 @@ func (s *Store) classify(op, key string, err error) error {
 	case "InvalidBucketName":
 		return storage.Permanent(fmt.Errorf("%s %s: %q is not a valid bucket name: fix the repository URL", op, key, s.cfg.Bucket))
 	}
-	if transientCodes[code] {
+	if transientCodes[code] || code == "" && cutShort(err) {
+		// A body cut short: the status came, the reason did not (a 404
+		// whose NoSuchKey body was lost may well be a real one, but only
+		// the retry can say so).
 		return fmt.Errorf("%s %s at %s: %w", op, key, s.where, err)
 	}
 	switch {

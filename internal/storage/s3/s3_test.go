@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -358,6 +360,11 @@ func TestClassify(t *testing.T) {
 		{answer(404, "NoSuchKey", nil), notFound, ""},
 		{answer(404, "NotFound", nil), notFound, ""},
 		{answer(404, "", nil), permanent, ""}, // a 404 that does not say the object is absent
+		// A 404 whose body the connection lost: only a retry can tell.
+		{fmt.Errorf("operation error S3: GetObject: %w", &awshttp.ResponseError{ResponseError: &smithyhttp.ResponseError{
+			Response: &smithyhttp.Response{Response: &http.Response{StatusCode: 404}},
+			Err: &smithy.DeserializationError{Err: fmt.Errorf("failed to copy error response body, %w",
+				&net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET})}}}), transient, ""},
 		{answer(412, "PreconditionFailed", nil), exists, ""},
 		{answer(403, "AccessDenied", nil), permanent, "s3:ListBucket"},
 		{answer(403, "Forbidden", nil), permanent, "credentials"},
