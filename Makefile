@@ -21,13 +21,14 @@ test-deps:
 unit:
 	$(GO) test -short -count=1 ./...
 
-# pgkeep beside pgBackRest on one cluster; prints ratios, writes JSON to
-# bench/results. SCALE sets the pgbench scale factor.
+# pgkeep beside pgBackRest on one cluster; prints ratios (medians of RUNS
+# runs), writes JSON to bench/results. SCALE sets the pgbench scale factor.
 SCALE ?= 20
+RUNS  ?= 3
 bench: build
 	@command -v pgbackrest >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbackrest)
 	scripts/test-deps.sh
-	$(GO) run ./bench -pgkeep bin/pgkeep -scale $(SCALE)
+	$(GO) run ./bench -pgkeep bin/pgkeep -scale $(SCALE) -runs $(RUNS)
 
 demo: build
 	bin/pgkeep demo

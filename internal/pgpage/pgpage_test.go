@@ -1,15 +1,15 @@
 package pgpage
 
 import (
-	"fmt"
-	"time"
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"testing"
 	"testing/iotest"
+	"time"
 )
 
 // Fixtures: relation segment 0 of tables written by PostgreSQL 15 with
