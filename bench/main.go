@@ -8,8 +8,9 @@
 // Each comparison runs several times (alternating which tool goes first)
 // and the table shows medians, each figure against its target from the
 // product brief. Results, every run's included, are also written as JSON.
-// After each run, pgkeep verify re-reads pgkeep's repository: what was
-// reported archived must be there.
+// In each run, pgkeep verify re-reads pgkeep's repository, and every
+// segment of pgkeep's drain is fetched back: what was reported archived
+// must be there.
 //
 //	go run ./bench -pgkeep bin/pgkeep -scale 20 -runs 3
 package main
@@ -224,6 +225,9 @@ func (b *bench) setupCluster(ctx context.Context, scale int) error {
 	if _, err := b.r.Run(ctx, b.c.Env(), "pgbench", "-i", "-q", "-s", strconv.Itoa(scale)); err != nil {
 		return err
 	}
+	if _, err := b.c.SQL(ctx, "CREATE TABLE drain_noise (id int, h text, r float8, ts timestamptz)"); err != nil {
+		return err
+	}
 	_, err := b.c.SQL(ctx, fmt.Sprintf(`CREATE TABLE noise AS SELECT g AS id, md5(random()::text) || md5(g::text) AS h,
 		random() * 1e9 AS r, now() - random() * interval '1000 days' AS ts FROM generate_series(1, %d) g`, scale*100000))
 	return err
@@ -395,6 +399,14 @@ pg1-socket-path=%s
 		fmt.Printf("replay with the WAL already local (cp): %.2fs\n", rec)
 	}
 
+	// What pgkeep reported as archived so far must be there: every backup
+	// object and the whole WAL chain are read back and checked. (After the
+	// drains the chain has gaps by design: each tool archives only its own
+	// backlog.)
+	if out, err := b.r.Run(ctx, nil, b.pgkeep, append([]string{"verify", "--quiet"}, pkArgs...)...); err != nil {
+		return rr, fmt.Errorf("pgkeep verify: %v\n%s", err, out)
+	}
+
 	// WAL drain: a backlog builds while archiving fails, then each tool
 	// archives it; timed until the archiver has caught up.
 	for _, tool := range tools {
@@ -402,10 +414,17 @@ pg1-socket-path=%s
 			return rr, err
 		}
 		exec.Command("pkill", "-f", "wal-push-ahead").Run()
-		first, _ := b.c.SQL(ctx, "SELECT pg_walfile_name(pg_current_wal_lsn())")
+		// +1: right after a switch the position is on a segment boundary,
+		// which pg_walfile_name names by the segment before it.
+		first, _ := b.c.SQL(ctx, "SELECT pg_walfile_name(pg_current_wal_lsn() + 1)")
 		for i := 0; i < segments; i++ {
 			b.c.SQL(ctx, "SELECT pg_switch_wal() FROM (SELECT pg_logical_emit_message(false, 'bench', repeat('x', 1000000))) s")
-			b.c.SQL(ctx, "INSERT INTO noise SELECT g, md5(random()::text), random(), now() FROM generate_series(1, 20000) g")
+			b.c.SQL(ctx, "INSERT INTO drain_noise SELECT g, md5(random()::text), random(), now() FROM generate_series(1, 20000) g")
+		}
+		// The rows only made WAL: the cluster stays the same size from run
+		// to run, so every run backs up the same data.
+		if _, err := b.c.SQL(ctx, "TRUNCATE drain_noise"); err != nil {
+			return rr, err
 		}
 		last, _ := b.c.SQL(ctx, "SELECT pg_walfile_name(pg_switch_wal())")
 		if err := b.waitArchiverIdle(ctx); err != nil {
@@ -431,13 +450,31 @@ pg1-socket-path=%s
 		secs := time.Since(began).Seconds()
 		fmt.Printf("%s drained %s..%s in %.2fs\n", tool, first, last, secs)
 		put(tool, "wal_drain", measure{Seconds: secs})
-	}
-	// What pgkeep reported as archived must be there: every backup object
-	// and the whole WAL chain are read back and checked.
-	if out, err := b.r.Run(ctx, nil, b.pgkeep, append([]string{"verify", "--quiet"}, pkArgs...)...); err != nil {
-		return rr, fmt.Errorf("pgkeep verify after the run: %v\n%s", err, out)
+		if tool == "pgkeep" {
+			if err := b.fetchRange(ctx, dir, first, last, pkArgs); err != nil {
+				return rr, err
+			}
+		}
 	}
 	return rr, nil
+}
+
+// fetchRange reads every segment from first to last back from pgkeep's
+// repository, checksums verified: what wal-push reported archived must be
+// there.
+func (b *bench) fetchRange(ctx context.Context, dir, first, last string, pkArgs []string) error {
+	dest := filepath.Join(dir, "fetched")
+	for seg := first; seg <= last; {
+		cmd := b.r.Command(ctx, nil, b.pgkeep, append([]string{"wal-fetch", "--prefetch=0", seg, dest}, pkArgs...)...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("pgkeep reported %s archived, but wal-fetch: %v\n%s", seg, err, out)
+		}
+		var err error
+		if seg, err = nextSegment(seg); err != nil {
+			return err
+		}
+	}
+	return os.Remove(dest)
 }
 
 // restore restores the newest backup of one tool into target, timed.
@@ -533,8 +570,11 @@ func median(v []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-// timed runs a program as the database user and measures wall time and
-// peak RSS (of the process tree it waited for).
+// timed runs a program as the database user and measures its wall time
+// and peak memory: the largest resident set of its whole process tree
+// (pgBackRest runs a process per worker), sampled every 20 ms. The kernel's
+// ru_maxrss would not do: a child started from this (larger) process
+// inherits this process's high-water mark at exec.
 func (b *bench) timed(ctx context.Context, env []string, name string, args ...string) (measure, error) {
 	cmd := b.r.Command(ctx, env, name, args...)
 	var out strings.Builder
@@ -543,16 +583,73 @@ func (b *bench) timed(ctx context.Context, env []string, name string, args ...st
 	// the first fsync would wait for them.
 	syscall.Sync()
 	began := time.Now()
-	err := cmd.Run()
+	if err := cmd.Start(); err != nil {
+		return measure{}, err
+	}
+	done := make(chan struct{})
+	peak := make(chan int64, 1)
+	go func() {
+		var max int64
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if kb := treeRSS(cmd.Process.Pid); kb > max {
+				max = kb
+			}
+			select {
+			case <-done:
+				peak <- max
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	err := cmd.Wait()
 	secs := time.Since(began).Seconds()
+	close(done)
+	kb := <-peak
 	if err != nil {
 		return measure{}, fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out.String())
 	}
-	var rss float64
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		rss = float64(ru.Maxrss) / 1024
+	return measure{Seconds: secs, RSSMiB: float64(kb) / 1024}, nil
+}
+
+// treeRSS returns the resident memory, in KiB, of a process and all its
+// descendants now, or for a single process its high-water mark (VmHWM),
+// which also catches peaks between samples.
+func treeRSS(pid int) int64 {
+	var sum int64
+	pids := []int{pid}
+	for n := 0; n < len(pids); n++ {
+		p := pids[n]
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p))
+		if err != nil {
+			continue
+		}
+		var rss, hwm int64
+		for _, line := range strings.Split(string(status), "\n") {
+			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+				rss, _ = strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			}
+			if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+				hwm, _ = strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			}
+		}
+		sum += rss
+		if n == 0 {
+			sum += hwm - rss // the root's own peak
+		}
+		tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", p))
+		for _, t := range tasks {
+			kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", p, t.Name()))
+			for _, f := range strings.Fields(string(kids)) {
+				if c, err := strconv.Atoi(f); err == nil {
+					pids = append(pids, c)
+				}
+			}
+		}
 	}
-	return measure{Seconds: secs, RSSMiB: rss}, nil
+	return sum
 }
 
 // recover starts a restored cluster and times it until it is promoted.
