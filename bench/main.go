@@ -42,6 +42,9 @@ import (
 // extraPush holds extra wal-push flags for the drain measurement.
 var extraPush string
 
+// replayRowsFlag is -replay-rows.
+var replayRowsFlag int
+
 type measure struct {
 	Seconds float64 `json:"seconds"`
 	RSSMiB  float64 `json:"peak_rss_mib,omitempty"`
@@ -78,6 +81,10 @@ type bench struct {
 	out     io.Writer
 	s3      *miniosrv.Server
 	caFile  string // the MinIO certificate, readable by the postgres user
+	noLoop  bool   // no loop-mounted file systems here: restore into directories
+	// replayRows is how many rows the bulk load before the restores
+	// inserts, for WAL to replay (about 150 bytes of WAL each).
+	replayRows int
 }
 
 func main() {
@@ -85,6 +92,7 @@ func main() {
 	pgkeepBin := flag.String("pgkeep", "bin/pgkeep", "pgkeep binary")
 	workers := flag.Int("workers", 2, "workers for both tools (pgkeep --workers, pgBackRest process-max)")
 	segments := flag.Int("wal-backlog", 64, "WAL segments in the drain backlog")
+	replayRows := flag.Int("replay-rows", 3000000, "rows bulk-loaded after the backups, for WAL to replay in the recovery measurement (about 150 bytes of WAL each)")
 	outDir := flag.String("out", "bench/results", "directory for the JSON results")
 	keep := flag.Bool("keep", false, "keep the workspace")
 	storages := flag.String("storage", "file,s3", "repositories to compare on: file, s3 (MinIO over TLS), or both")
@@ -94,6 +102,7 @@ func main() {
 	only := flag.String("only", "", "run only the comparisons whose name contains this (e.g. headline, zstd)")
 	flag.Parse()
 	extraPush = *pushArgs
+	replayRowsFlag = *replayRows
 	if *runs < 1 {
 		fmt.Fprintln(os.Stderr, "bench: -runs must be at least 1")
 		os.Exit(2)
@@ -122,7 +131,7 @@ func run(scale int, pgkeepBin string, workers, segments, runs int, outDir string
 	}
 	os.Chmod(ws, 0o755)
 	r.Chown(ws)
-	b := &bench{r: r, ws: ws, workers: workers, out: os.Stdout}
+	b := &bench{r: r, ws: ws, workers: workers, out: os.Stdout, replayRows: replayRowsFlag}
 	b.pgkeep = filepath.Join(ws, "pgkeep")
 	if err := copyFile(pgkeepBin, b.pgkeep); err != nil {
 		return fmt.Errorf("copying pgkeep: %w", err)
@@ -364,8 +373,14 @@ pg1-socket-path=%s
 		fmt.Printf("%s backup: %.2fs, %.0f MiB peak RSS, %.1f MiB stored\n", tool, m.Seconds, m.RSSMiB, float64(m.Stored)/(1<<20))
 	}
 
-	// WAL written after the backups, for the recovery measurement.
+	// WAL written after the backups, for the recovery measurement:
+	// pgbench transactions, and a bulk load (rows truncated once the
+	// restores are done, so the cluster does not grow from run to run)
+	// that makes enough WAL for replay to take a while.
 	if _, err := b.r.Run(ctx, b.c.Env(), "pgbench", "-n", "-c", "2", "-t", "3000"); err != nil {
+		return rr, err
+	}
+	if _, err := b.c.SQL(ctx, fmt.Sprintf("INSERT INTO drain_noise SELECT g, md5(random()::text), random(), now() FROM generate_series(1, %d) g", b.replayRows)); err != nil {
 		return rr, err
 	}
 	last, _ := b.c.SQL(ctx, "SELECT pg_walfile_name(pg_switch_wal())")
@@ -375,12 +390,17 @@ pg1-socket-path=%s
 
 	// Restore, then recovery to the end of the archive.
 	for _, tool := range tools {
-		target := filepath.Join(dir, "restore-"+tool)
-		m, err := b.restore(ctx, tool, target, pkArgs, peer)
+		mnt, release, err := b.freshFS(dir, "restore-"+tool)
 		if err != nil {
 			return rr, err
 		}
-		rec, err := b.recover(ctx, target, dir, tool)
+		target := filepath.Join(mnt, "data")
+		m, err := b.restore(ctx, tool, target, pkArgs, peer)
+		var rec float64
+		if err == nil {
+			rec, err = b.recover(ctx, target, dir, tool)
+		}
+		release()
 		if err != nil {
 			return rr, err
 		}
@@ -399,6 +419,9 @@ pg1-socket-path=%s
 		fmt.Printf("replay with the WAL already local (cp): %.2fs\n", rec)
 	}
 
+	if _, err := b.c.SQL(ctx, "TRUNCATE drain_noise"); err != nil {
+		return rr, err
+	}
 	// What pgkeep reported as archived so far must be there: every backup
 	// object and the whole WAL chain are read back and checked. (After the
 	// drains the chain has gaps by design: each tool archives only its own
@@ -477,14 +500,82 @@ func (b *bench) fetchRange(ctx context.Context, dir, first, last string, pkArgs 
 	return os.Remove(dest)
 }
 
+// freshFS returns an empty directory to restore into, on a new ext4 file
+// system (a loop-mounted image sized for the cluster), and a function that
+// unmounts and removes it. A restore is for a fresh machine, and a fresh
+// file system is also the only fair ground: ext4 allocates inodes more
+// slowly where many were freed in the last minutes, so on a used file
+// system the restore that follows a deletion pays for it. Without loop
+// devices (not root, or none in this kernel) it falls back to a directory
+// under dir, and says so once.
+func (b *bench) freshFS(dir, name string) (string, func(), error) {
+	plain := filepath.Join(dir, name)
+	if b.noLoop {
+		return plain, func() {}, b.mkdir(plain)
+	}
+	img := filepath.Join(dir, name+".ext4")
+	mnt := filepath.Join(dir, name)
+	size := duBytes(b.c.DataDir)*3/2 + 1<<30
+	fail := func(step string, err error, out []byte) (string, func(), error) {
+		os.Remove(img)
+		fmt.Printf("bench: restoring into plain directories: no fresh file system (%s: %v %s)\n", step, err, strings.TrimSpace(string(out)))
+		b.noLoop = true
+		return plain, func() {}, b.mkdir(plain)
+	}
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		return "", nil, err
+	}
+	if err := os.Truncate(img, size); err != nil {
+		return "", nil, err
+	}
+	// Inode tables and journal are written now, not by a kernel thread
+	// racing the restore.
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", img).CombinedOutput(); err != nil {
+		return fail("mkfs.ext4", err, out)
+	}
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		return "", nil, err
+	}
+	if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
+		return fail("mount -o loop", err, out)
+	}
+	release := func() {
+		// A prefetcher may take a moment to notice recovery ended.
+		for i := 0; ; i++ {
+			out, err := exec.Command("umount", mnt).CombinedOutput()
+			if err == nil {
+				break
+			}
+			if i == 50 {
+				fmt.Printf("bench: umount %s: %v %s; detaching it lazily\n", mnt, err, out)
+				exec.Command("umount", "-l", mnt).Run()
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		os.Remove(img)
+	}
+	if err := b.r.Chown(mnt); err != nil {
+		release()
+		return "", nil, err
+	}
+	return mnt, release, nil
+}
+
 // restore restores the newest backup of one tool into target, timed.
 func (b *bench) restore(ctx context.Context, tool, target string, pkArgs []string, peer func(...string) []string) (measure, error) {
+	// Both read their repository cold, as a restore on a new machine
+	// does: otherwise whichever repository this machine's memory manager
+	// has paged out (these VMs reclaim page cache idle for about a
+	// minute) decides the result.
+	dropCaches()
 	if tool == "pgkeep" {
 		return b.timed(ctx, nil, b.pgkeep, append([]string{"restore", "--quiet", "--archive-off", "--pgdata", target}, pkArgs...)...)
 	}
 	if err := b.mkdir(target); err != nil {
 		return measure{}, err
 	}
+	// pgkeep's restore creates its target; pgBackRest's wants it there.
 	return b.timed(ctx, nil, "/usr/bin/pgbackrest", peer("restore", "--pg1-path="+target, "--archive-mode=off")...)
 }
 
@@ -492,7 +583,12 @@ func (b *bench) restore(ctx context.Context, tool, target string, pkArgs []strin
 // recovery will ask for into a local directory (untimed), points
 // restore_command at cp, and times recovery.
 func (b *bench) localReplay(ctx context.Context, dir string, pkArgs []string) (float64, error) {
-	target := filepath.Join(dir, "restore-local")
+	mnt, release, err := b.freshFS(dir, "restore-local")
+	if err != nil {
+		return 0, err
+	}
+	defer release()
+	target := filepath.Join(mnt, "data")
 	if _, err := b.restore(ctx, "pgkeep", target, pkArgs, nil); err != nil {
 		return 0, err
 	}
@@ -530,6 +626,13 @@ func (b *bench) localReplay(ctx context.Context, dir string, pkArgs []string) (f
 		return 0, err
 	}
 	return b.recover(ctx, target, dir, "local")
+}
+
+// dropCaches writes dirty pages out and empties the page cache (as root;
+// elsewhere it only syncs).
+func dropCaches() {
+	syscall.Sync()
+	os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0)
 }
 
 // nextSegment names the WAL segment after seg (16 MiB segments).
