@@ -30,6 +30,7 @@ func (b *Bar) Begin(phase string, total int64) {
 		progressbar.OptionSetWriter(b.W),
 		progressbar.OptionSetDescription(phase),
 		progressbar.OptionShowBytes(true),
+		progressbar.OptionUseIECUnits(true), // MiB, as in every other line pgkeep prints
 		progressbar.OptionSetWidth(30),
 		progressbar.OptionThrottle(100_000_000),
 		progressbar.OptionShowCount(),
