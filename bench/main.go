@@ -377,12 +377,15 @@ pg1-socket-path=%s
 	// pgbench transactions, and a bulk load (rows truncated once the
 	// restores are done, so the cluster does not grow from run to run)
 	// that makes enough WAL for replay to take a while.
+	walBefore, _ := b.c.SQL(ctx, "SELECT pg_current_wal_lsn()")
 	if _, err := b.r.Run(ctx, b.c.Env(), "pgbench", "-n", "-c", "2", "-t", "3000"); err != nil {
 		return rr, err
 	}
 	if _, err := b.c.SQL(ctx, fmt.Sprintf("INSERT INTO drain_noise SELECT g, md5(random()::text), random(), now() FROM generate_series(1, %d) g", b.replayRows)); err != nil {
 		return rr, err
 	}
+	mib, _ := b.c.SQL(ctx, "SELECT round(pg_wal_lsn_diff(pg_current_wal_lsn(), '"+walBefore+"') / 1048576)")
+	fmt.Printf("WAL written after the backups, for each recovery to replay: %s MiB\n", mib)
 	last, _ := b.c.SQL(ctx, "SELECT pg_walfile_name(pg_switch_wal())")
 	if err := b.waitArchived(ctx, last); err != nil {
 		return rr, err

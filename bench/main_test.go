@@ -1,0 +1,65 @@
+package main
+
+import "testing"
+
+func TestNextSegment(t *testing.T) {
+	for in, want := range map[string]string{
+		"000000010000000000000001": "000000010000000000000002",
+		"0000000100000000000000FF": "000000010000000100000000",
+		"0000000200000003000000A6": "0000000200000003000000A7",
+	} {
+		if got, err := nextSegment(in); err != nil || got != want {
+			t.Errorf("nextSegment(%s) = %s, %v; want %s", in, got, err, want)
+		}
+	}
+	if _, err := nextSegment("not a segment"); err == nil {
+		t.Error("nextSegment accepted a bad name")
+	}
+}
+
+func TestMedian(t *testing.T) {
+	if got := median([]float64{3, 1, 2}); got != 2 {
+		t.Errorf("median of 3 = %v", got)
+	}
+	if got := median([]float64{4, 1, 3, 2}); got != 2.5 {
+		t.Errorf("median of 4 = %v", got)
+	}
+}
+
+// TestVerdicts: the table judges each figure against the brief's targets,
+// with the headline comparison stricter than the zstd one.
+func TestVerdicts(t *testing.T) {
+	figures := func(pkRestore, peerRestore, pkDrain, peerDrain, pkRSS float64) (map[string]measure, map[string]measure) {
+		return map[string]measure{"restore": {Seconds: pkRestore, RSSMiB: pkRSS}, "wal_drain": {Seconds: pkDrain}, "backup": {RSSMiB: pkRSS}},
+			map[string]measure{"restore": {Seconds: peerRestore}, "wal_drain": {Seconds: peerDrain}}
+	}
+	verdict := func(c comparison, figure string) bool {
+		for _, r := range rows(c) {
+			if r.Figure == figure && r.Met != nil {
+				return *r.Met
+			}
+		}
+		t.Fatalf("no verdict for %s", figure)
+		return false
+	}
+	pk, peer := figures(0.9, 1.0, 0.7, 1.0, 160)
+	headline := comparison{PeerC: "lz4:1", Pgkeep: pk, Peer: peer}
+	zstd := comparison{PeerC: "zstd:1", Pgkeep: pk, Peer: peer}
+	if verdict(headline, "restore time") {
+		t.Error("restore at 0.9 x met the headline target of 0.8")
+	}
+	if !verdict(zstd, "restore time") {
+		t.Error("restore at 0.9 x missed the zstd target of 1.0")
+	}
+	if verdict(headline, "wal_drain time") {
+		t.Error("a drain 1.43 x as fast met the 1.5 x target")
+	}
+	if verdict(headline, "backup peak RSS") {
+		t.Error("160 MiB met the 150 MiB memory target")
+	}
+	pk, peer = figures(0.7, 1.0, 0.6, 1.0, 100)
+	headline = comparison{PeerC: "lz4:1", Pgkeep: pk, Peer: peer}
+	if !verdict(headline, "restore time") || !verdict(headline, "wal_drain time") || !verdict(headline, "backup peak RSS") {
+		t.Error("figures within their targets were judged missed")
+	}
+}
