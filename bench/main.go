@@ -85,6 +85,9 @@ type bench struct {
 	// replayRows is how many rows the bulk load before the restores
 	// inserts, for WAL to replay (about 150 bytes of WAL each).
 	replayRows int
+	// expectRows is what a recovered cluster must hold: the primary's
+	// row counts at the end of the archive.
+	expectRows string
 }
 
 func main() {
@@ -382,6 +385,10 @@ pg1-socket-path=%s
 		return rr, err
 	}
 	if _, err := b.c.SQL(ctx, fmt.Sprintf("INSERT INTO drain_noise SELECT g, md5(random()::text), random(), now() FROM generate_series(1, %d) g", b.replayRows)); err != nil {
+		return rr, err
+	}
+	var err error
+	if b.expectRows, err = b.c.SQL(ctx, "SELECT (SELECT count(*) FROM drain_noise) || ' ' || (SELECT count(*) FROM pgbench_history)"); err != nil {
 		return rr, err
 	}
 	mib, _ := b.c.SQL(ctx, "SELECT round(pg_wal_lsn_diff(pg_current_wal_lsn(), '"+walBefore+"') / 1048576)")
@@ -773,7 +780,18 @@ func (b *bench) recover(ctx context.Context, dataDir, dir, tool string) (float64
 	for time.Since(began) < 30*time.Minute {
 		out, err := c.SQL(ctx, "SELECT pg_is_in_recovery()")
 		if err == nil && out == "f" {
-			return time.Since(began).Seconds(), nil
+			secs := time.Since(began).Seconds()
+			// A recovery that stopped short would be fast and wrong: the
+			// restored cluster must hold everything committed before the
+			// end of the archive.
+			got, err := c.SQL(ctx, "SELECT (SELECT count(*) FROM drain_noise) || ' ' || (SELECT count(*) FROM pgbench_history)")
+			if err != nil {
+				return 0, fmt.Errorf("%s: checking the recovered cluster: %w", tool, err)
+			}
+			if got != b.expectRows {
+				return 0, fmt.Errorf("%s: the recovered cluster has %s rows (bulk load, pgbench_history), the primary had %s: recovery stopped short", tool, got, b.expectRows)
+			}
+			return secs, nil
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
