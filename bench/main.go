@@ -237,7 +237,7 @@ func (b *bench) setupCluster(ctx context.Context, scale int) error {
 	if _, err := b.r.Run(ctx, b.c.Env(), "pgbench", "-i", "-q", "-s", strconv.Itoa(scale)); err != nil {
 		return err
 	}
-	if _, err := b.c.SQL(ctx, "CREATE TABLE drain_noise (id int, h text, r float8, ts timestamptz)"); err != nil {
+	if _, err := b.c.SQL(ctx, "CREATE TABLE drain_noise (id int, h text, r float8, ts timestamptz) WITH (autovacuum_enabled = false)"); err != nil {
 		return err
 	}
 	_, err := b.c.SQL(ctx, fmt.Sprintf(`CREATE TABLE noise AS SELECT g AS id, md5(random()::text) || md5(g::text) AS h,
@@ -324,7 +324,7 @@ log-level-console=warn
 log-level-file=off
 lock-path=%s
 start-fast=y
-archive-timeout=300
+archive-timeout=60
 [bench]
 pg1-path=%s
 pg1-port=%d
@@ -440,9 +440,19 @@ pg1-socket-path=%s
 		return rr, fmt.Errorf("pgkeep verify: %v\n%s", err, out)
 	}
 
+	// Nothing may still be in flight when the drains begin.
+	pending, _ = b.c.SQL(ctx, "SELECT pg_walfile_name(pg_switch_wal())")
+	if err := b.waitArchived(ctx, pending); err != nil {
+		return rr, err
+	}
+
 	// WAL drain: a backlog builds while archiving fails, then each tool
 	// archives it; timed until the archiver has caught up.
 	for _, tool := range tools {
+		failedBefore, err := b.archiverFailures(ctx)
+		if err != nil {
+			return rr, err
+		}
 		if err := b.setArchive(ctx, "false"); err != nil {
 			return rr, err
 		}
@@ -460,7 +470,7 @@ pg1-socket-path=%s
 			return rr, err
 		}
 		last, _ := b.c.SQL(ctx, "SELECT pg_walfile_name(pg_switch_wal())")
-		if err := b.waitArchiverIdle(ctx); err != nil {
+		if err := b.waitArchiverIdle(ctx, failedBefore); err != nil {
 			return rr, err
 		}
 		cmd := fmt.Sprintf("%s wal-push %s %s %%p", b.pgkeep, extraPush, strings.Join(pkArgs, " "))
@@ -821,18 +831,22 @@ func (b *bench) waitArchived(ctx context.Context, seg string) error {
 	return fmt.Errorf("segment %s not archived in time (%s)", seg, st)
 }
 
-// waitArchiverIdle waits until PostgreSQL's archiver has stopped retrying
-// a failing archive_command. After a failure it sleeps a second before
-// each of its three attempts, and a configuration reload does not cut
-// that sleep short; after the third it waits on its latch, which a reload
-// does wake. Starting a drain from there gives both tools the same start.
-// It also stops any pgkeep look-ahead pusher left from earlier phases, so
-// that none uploads the backlog while it builds.
-func (b *bench) waitArchiverIdle(ctx context.Context) error {
+// waitArchiverIdle waits until PostgreSQL's archiver, given the failing
+// archive_command "false" when failedBefore was its failure count, has
+// failed three times in a row and gone to sleep. After a failure it sleeps
+// a second before each of its three attempts, and a configuration reload
+// does not cut that sleep short; after the third it waits on its latch,
+// which a reload does wake. Starting a drain from there gives both tools
+// the same start. Counting failures also waits out a command that was
+// still running when "false" was set (pgBackRest's foreground can wait
+// minutes for an asynchronous push that is not coming). It also stops any
+// pgkeep look-ahead pusher left from earlier phases, so that none uploads
+// the backlog while it builds.
+func (b *bench) waitArchiverIdle(ctx context.Context, failedBefore int) error {
 	exec.Command("pkill", "-f", "wal-push-ahead").Run()
-	deadline := time.Now().Add(time.Minute)
+	deadline := time.Now().Add(10 * time.Minute)
 	for time.Now().Before(deadline) {
-		out, err := b.c.SQL(ctx, "SELECT coalesce(extract(epoch FROM now() - last_failed_time), 1e9) > 1.3 FROM pg_stat_archiver")
+		out, err := b.c.SQL(ctx, fmt.Sprintf("SELECT failed_count >= %d AND extract(epoch FROM now() - last_failed_time) > 1.3 FROM pg_stat_archiver", failedBefore+3))
 		if err != nil {
 			return err
 		}
@@ -841,7 +855,16 @@ func (b *bench) waitArchiverIdle(ctx context.Context) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return errors.New("PostgreSQL's archiver kept retrying")
+	return errors.New("PostgreSQL's archiver did not settle on the failing archive_command")
+}
+
+// archiverFailures is pg_stat_archiver.failed_count.
+func (b *bench) archiverFailures(ctx context.Context) (int, error) {
+	out, err := b.c.SQL(ctx, "SELECT failed_count FROM pg_stat_archiver")
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(out)
 }
 
 // target is one figure's goal, from the product brief: the ratio
