@@ -38,9 +38,16 @@ the one the repository belongs to. Segments, .partial segments, .backup and
 		Example: `  pgkeep wal-push --repo s3://bucket/prod pg_wal/000000010000000000000001`,
 		Args:    exactArgs(1, "the path of one WAL file"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if lookAhead > 0 && walarchive.WaitPushed(args[0], 5*time.Second) {
-				// A look-ahead upload stored this very file already.
-				return nil
+			if lookAhead > 0 {
+				cfg, err := a.loadConfig(cmd)
+				if err != nil {
+					return err
+				}
+				if walarchive.WaitPushed(args[0], repoTag(cfg), 5*time.Second) {
+					// A look-ahead upload stored this very file in this
+					// repository already.
+					return nil
+				}
 			}
 			r, cfg, err := a.openRepo(cmd)
 			if err != nil {
@@ -49,7 +56,7 @@ the one the repository belongs to. Segments, .partial segments, .backup and
 			if pgdata == "" {
 				pgdata = a.env("PGDATA")
 			}
-			opts := walarchive.PushOptions{PGData: pgdata}
+			opts := walarchive.PushOptions{PGData: pgdata, RepoTag: repoTag(cfg)}
 			if lookAhead > 0 {
 				opts.StartAhead = func(walDir, after string) { startPushAhead(cfg, walDir, after, lookAhead) }
 			}
@@ -114,6 +121,11 @@ errors are retried with backoff first.`,
 	return cmd
 }
 
+// repoTag names the configured repository in look-ahead records.
+func repoTag(cfg *config.Config) string {
+	return walarchive.RepoTag(cfg.Repo.String() + " " + cfg.S3.Endpoint)
+}
+
 // startPushAhead launches a detached pgkeep wal-push-ahead for the ready
 // segments after the one being pushed. It outlives this wal-push.
 func startPushAhead(cfg *config.Config, walDir, after string, uploads int) {
@@ -159,7 +171,7 @@ func (a *app) newWalPushAheadCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return walarchive.PushAhead(cmd.Context(), r, walDir, after, cfg.Workers)
+			return walarchive.PushAhead(cmd.Context(), r, repoTag(cfg), walDir, after, cfg.Workers)
 		},
 	}
 	cmd.Flags().StringVar(&walDir, "wal-dir", "", "the pg_wal directory")

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
+
 	"github.com/pgkeep/pgkeep/internal/repo"
 	"github.com/pgkeep/pgkeep/internal/wal"
 )
@@ -36,7 +38,7 @@ const pushedDir = "pgkeep/pushed"
 
 // recordVersion starts every record; records of other versions are
 // ignored (the segment is pushed again, which is always safe).
-const recordVersion = "pgkeep-pushed-2"
+const recordVersion = "pgkeep-pushed-3"
 
 // skipRecord marks a segment the pusher could not upload: wal-push stops
 // waiting and pushes it itself, reporting the error.
@@ -44,8 +46,15 @@ const skipRecord = "pgkeep-skip\n"
 
 func recordPath(walDir, name string) string { return filepath.Join(walDir, pushedDir, name) }
 
-func formatRecord(id fileID, xxh uint64) string {
-	return fmt.Sprintf("%s %d %d %d %d %d %016x\n", recordVersion, id.Dev, id.Ino, id.Size, id.MTime, id.CTime, xxh)
+// RepoTag names a repository in look-ahead records, so that a record made
+// while archiving to one repository never vouches for a push to another
+// (after archive_command is pointed elsewhere, say). repo is the
+// repository's URL and anything else that tells repositories apart (the
+// S3 endpoint).
+func RepoTag(repo string) string { return fmt.Sprintf("%016x", xxhash.Sum64String(repo)) }
+
+func formatRecord(tag string, id fileID, xxh uint64) string {
+	return fmt.Sprintf("%s %s %d %d %d %d %d %016x\n", recordVersion, tag, id.Dev, id.Ino, id.Size, id.MTime, id.CTime, xxh)
 }
 
 // writeRecord writes a record atomically (the record itself need not be
@@ -61,9 +70,10 @@ func writeRecord(walDir, name, content string) {
 }
 
 // checkRecord reads the record of the segment at path. It reports pushed
-// when the record proves the file's current version is in the repository,
-// skipped when the pusher gave up on it; either way the record is consumed.
-func checkRecord(path string) (pushed, skipped bool) {
+// when the record proves the file's current version is in the repository
+// tag names, skipped when the pusher gave up on it; either way the record
+// is consumed.
+func checkRecord(path, tag string) (pushed, skipped bool) {
 	walDir, name := filepath.Dir(path), filepath.Base(path)
 	p := recordPath(walDir, name)
 	rec, err := os.ReadFile(p)
@@ -88,22 +98,23 @@ func checkRecord(path string) (pushed, skipped bool) {
 		return false, false
 	}
 	var want fileID
+	var recTag string
 	var xxh uint64
-	if _, err := fmt.Sscanf(string(rec), recordVersion+" %d %d %d %d %d %x\n", &want.Dev, &want.Ino, &want.Size, &want.MTime, &want.CTime, &xxh); err != nil {
+	if _, err := fmt.Sscanf(string(rec), recordVersion+" %s %d %d %d %d %d %x\n", &recTag, &want.Dev, &want.Ino, &want.Size, &want.MTime, &want.CTime, &xxh); err != nil {
 		return false, false
 	}
-	return want == id, false
+	return recTag == tag && want == id, false
 }
 
 // Pushed reports whether a look-ahead upload stored the segment at path as
-// it is now (and consumes the record). It needs no repository: wal-push
-// checks it before opening one.
-func Pushed(path string) bool {
+// it is now in the repository tag names (see RepoTag), and consumes the
+// record. It needs no repository: wal-push checks it before opening one.
+func Pushed(path, tag string) bool {
 	name := filepath.Base(path)
 	if k, err := wal.Classify(name); err != nil || k != wal.KindSegment {
 		return false
 	}
-	pushed, _ := checkRecord(path)
+	pushed, _ := checkRecord(path, tag)
 	return pushed
 }
 
@@ -111,7 +122,7 @@ func Pushed(path string) bool {
 // the segment at path, and reports whether it did (the record is consumed,
 // as by Pushed). With no pusher running, or when the pusher gave up on the
 // segment, it returns false at once.
-func WaitPushed(path string, timeout time.Duration) bool {
+func WaitPushed(path, tag string, timeout time.Duration) bool {
 	name := filepath.Base(path)
 	if k, err := wal.Classify(name); err != nil || k != wal.KindSegment {
 		return false
@@ -119,7 +130,7 @@ func WaitPushed(path string, timeout time.Duration) bool {
 	walDir := filepath.Dir(path)
 	deadline := time.Now().Add(timeout)
 	for {
-		pushed, skipped := checkRecord(path)
+		pushed, skipped := checkRecord(path, tag)
 		if pushed {
 			return true
 		}
@@ -182,7 +193,9 @@ const aheadIdle = time.Second
 // one runs per pg_wal (a lock file); a second returns at once. Segments it
 // cannot upload (another cluster's, unreadable, a storage error) get a skip
 // record: PostgreSQL's own wal-push call then pushes them and reports why.
-func PushAhead(ctx context.Context, r *repo.Repo, walDir, after string, workers int) error {
+//
+// tag names the repository in the records (see RepoTag).
+func PushAhead(ctx context.Context, r *repo.Repo, tag, walDir, after string, workers int) error {
 	if err := os.MkdirAll(filepath.Join(walDir, pushedDir), 0o700); err != nil {
 		return err
 	}
@@ -207,7 +220,7 @@ func PushAhead(ctx context.Context, r *repo.Repo, walDir, after string, workers 
 		go func() {
 			defer wg.Done()
 			for name := range jobs {
-				if err := pushAheadOne(ctx, r, id, walDir, name); err != nil {
+				if err := pushAheadOne(ctx, r, id, tag, walDir, name); err != nil {
 					writeRecord(walDir, name, skipRecord)
 				}
 			}
@@ -252,7 +265,7 @@ func PushAhead(ctx context.Context, r *repo.Repo, walDir, after string, workers 
 }
 
 // pushAheadOne uploads one ready segment and records it.
-func pushAheadOne(ctx context.Context, r *repo.Repo, id *repo.Identity, walDir, name string) error {
+func pushAheadOne(ctx context.Context, r *repo.Repo, id *repo.Identity, tag, walDir, name string) error {
 	path := filepath.Join(walDir, name)
 	enc, err := encodeFile(path, r.Compression(), r.Cipher())
 	if err != nil {
@@ -271,7 +284,7 @@ func pushAheadOne(ctx context.Context, r *repo.Repo, id *repo.Identity, walDir, 
 	if _, err := r.PutEncoded(ctx, repo.WALKey(name), enc.buf.Bytes(), enc.sum); err != nil {
 		return err
 	}
-	writeRecord(walDir, name, formatRecord(enc.id, enc.sum.XXH64))
+	writeRecord(walDir, name, formatRecord(tag, enc.id, enc.sum.XXH64))
 	return nil
 }
 

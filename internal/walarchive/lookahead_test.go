@@ -68,28 +68,36 @@ func TestRecordMatchesOnlyTheFileThatWasRead(t *testing.T) {
 	p := filepath.Join(walDir, name)
 	data := fakeSegment(42, 2)
 	os.WriteFile(p, data, 0o600)
+	tag := RepoTag("s3://bucket/a http://127.0.0.1:9000")
 	record := func() {
 		t.Helper()
 		enc, err := encodeFile(p, envelope.Compression{Codec: envelope.None}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		writeRecord(walDir, name, formatRecord(enc.id, enc.sum.XXH64))
+		writeRecord(walDir, name, formatRecord(tag, enc.id, enc.sum.XXH64))
 		enc.release()
 	}
 
 	record()
-	if !Pushed(p) {
+	if !Pushed(p, tag) {
 		t.Fatal("record of the unchanged file not accepted")
 	}
-	if Pushed(p) {
+	if Pushed(p, tag) {
 		t.Fatal("record not consumed")
+	}
+
+	// A record made for another repository proves nothing for this one
+	// (archive_command pointed elsewhere while a pusher was at work).
+	record()
+	if Pushed(p, RepoTag("s3://bucket/b http://127.0.0.1:9000")) {
+		t.Fatal("record of another repository accepted")
 	}
 
 	record()
 	time.Sleep(2 * time.Millisecond)
 	os.WriteFile(p, data, 0o600) // same bytes, written again
-	if Pushed(p) {
+	if Pushed(p, tag) {
 		t.Fatal("record accepted for a rewritten file")
 	}
 
@@ -97,19 +105,19 @@ func TestRecordMatchesOnlyTheFileThatWasRead(t *testing.T) {
 	other := filepath.Join(walDir, "other")
 	os.WriteFile(other, data, 0o600)
 	os.Rename(other, p) // another file (a recycled segment) under the name
-	if Pushed(p) {
+	if Pushed(p, tag) {
 		t.Fatal("record accepted for another file renamed into place")
 	}
 
 	writeRecord(walDir, name, "pgkeep-pushed-1 garbage\n")
-	if Pushed(p) {
+	if Pushed(p, tag) {
 		t.Fatal("record of another version accepted")
 	}
 
 	// A skip record ends the wait at once, even with the timeout far off.
 	writeRecord(walDir, name, skipRecord)
 	began := time.Now()
-	if WaitPushed(p, time.Minute) || time.Since(began) > time.Second {
+	if WaitPushed(p, tag, time.Minute) || time.Since(began) > time.Second {
 		t.Fatal("skip record did not end the wait with false")
 	}
 	if _, err := os.Stat(recordPath(walDir, name)); err == nil {
@@ -145,7 +153,8 @@ func TestPushAheadUploadsAndRecords(t *testing.T) {
 		os.WriteFile(filepath.Join(walDir, n), segs[n], 0o600)
 		os.WriteFile(filepath.Join(walDir, "archive_status", n+".ready"), nil, 0o600)
 	}
-	if err := PushAhead(ctx, r, walDir, names[0], 3); err != nil {
+	tag := RepoTag("file://" + filepath.Join(root, "repo"))
+	if err := PushAhead(ctx, r, tag, walDir, names[0], 3); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(recordPath(walDir, names[0])); err == nil {
@@ -154,12 +163,12 @@ func TestPushAheadUploadsAndRecords(t *testing.T) {
 	for i, n := range names[1:] {
 		p := filepath.Join(walDir, n)
 		if i+1 == 3 {
-			if pushed, skipped := checkRecord(p); pushed || !skipped {
+			if pushed, skipped := checkRecord(p, tag); pushed || !skipped {
 				t.Errorf("%s of another cluster: pushed %v, skipped %v", n, pushed, skipped)
 			}
 			continue
 		}
-		if !Pushed(p) {
+		if !Pushed(p, tag) {
 			t.Errorf("%s has no valid record", n)
 			continue
 		}
