@@ -98,13 +98,21 @@ errors are retried with backoff first.`,
 		Example: `  pgkeep wal-fetch --repo s3://bucket/prod 000000010000000000000001 pg_wal/RECOVERYXLOG`,
 		Args:    exactArgs(2, "a WAL file name and a destination path"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, cfg, err := a.openRepo(cmd)
+			cfg, err := a.loadConfig(cmd)
 			if err != nil {
 				return &exitError{code: exitFetchFailed, err: err}
 			}
 			opts := walarchive.FetchOptions{}
 			if prefetch > 0 {
 				opts.StartPrefetch = func(pgdata, served string) { startPrefetch(cfg, pgdata, served, prefetch) }
+			}
+			// A segment the prefetcher has spooled needs no storage client.
+			if walarchive.FetchSpooled(args[0], args[1], opts) {
+				return nil
+			}
+			r, _, err := a.openRepo(cmd)
+			if err != nil {
+				return &exitError{code: exitFetchFailed, err: err}
 			}
 			err = walarchive.Fetch(cmd.Context(), r, args[0], args[1], opts)
 			switch {

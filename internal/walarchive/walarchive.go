@@ -236,16 +236,12 @@ func Fetch(ctx context.Context, r *repo.Repo, name, dest string, opts FetchOptio
 	if err != nil {
 		return fmt.Errorf("%q is not a WAL file name: %w", name, err)
 	}
+	if FetchSpooled(name, dest, opts) {
+		return nil
+	}
 	spool := ""
 	if kind == wal.KindSegment {
 		spool = SpoolDir(dest)
-	}
-	if takeSpooled(spool, name, dest) {
-		pruneSpool(spool, name)
-		if opts.StartPrefetch != nil {
-			opts.StartPrefetch(filepath.Dir(spool), name)
-		}
-		return nil
 	}
 	id, err := r.Identity(ctx)
 	if err != nil {
@@ -261,6 +257,27 @@ func Fetch(ctx context.Context, r *repo.Repo, name, dest string, opts FetchOptio
 		}
 	}
 	return nil
+}
+
+// FetchSpooled serves a segment the prefetcher has already downloaded and
+// verified, moving it from the spool to dest, and starts the next
+// prefetch. It reports false when the spool does not have it (or name is
+// not a segment, or dest is not in a pg_wal directory). It needs no
+// repository: wal-fetch tries it before opening one, so that a spooled
+// segment costs no storage client.
+func FetchSpooled(name, dest string, opts FetchOptions) bool {
+	if kind, err := wal.Classify(name); err != nil || kind != wal.KindSegment {
+		return false
+	}
+	spool := SpoolDir(dest)
+	if !takeSpooled(spool, name, dest) {
+		return false
+	}
+	pruneSpool(spool, name)
+	if opts.StartPrefetch != nil {
+		opts.StartPrefetch(filepath.Dir(spool), name)
+	}
+	return true
 }
 
 // fetchInto downloads, verifies and atomically writes one WAL file.
