@@ -616,6 +616,7 @@ func (b *bench) localReplay(ctx context.Context, dir string, pkArgs []string) (f
 	if err := b.mkdir(spool); err != nil {
 		return 0, err
 	}
+	defer os.RemoveAll(spool) // a copy of what the repository holds
 	label, err := os.ReadFile(filepath.Join(target, "backup_label"))
 	if err != nil {
 		return 0, err
