@@ -130,26 +130,32 @@ func (a *app) openRepo(cmd *cobra.Command) (*repo.Repo, *config.Config, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	r, err := a.openRepoWith(cmd, cfg)
+	return r, cfg, err
+}
+
+// openRepoWith opens the repository cfg describes, with its keys.
+func (a *app) openRepoWith(cmd *cobra.Command, cfg *config.Config) (*repo.Repo, error) {
 	policy := storage.DefaultRetryPolicy()
 	policy.MaxElapsed = cfg.RetryTimeout
 	r, err := repo.Open(cmd.Context(), cfg, policy)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	var rec *crypt.Recipients
 	var ids *crypt.Identities
 	if cfg.AgeRecipients != "" {
 		if rec, err = crypt.LoadRecipients(cfg.AgeRecipients); err != nil {
-			return nil, nil, &usageError{err}
+			return nil, &usageError{err}
 		}
 	}
 	if cfg.AgeIdentity != "" {
 		if ids, err = crypt.LoadIdentities(cfg.AgeIdentity); err != nil {
-			return nil, nil, &usageError{err}
+			return nil, &usageError{err}
 		}
 	}
 	r.SetKeys(rec, ids)
-	return r, cfg, nil
+	return r, nil
 }
 
 func (a *app) env(name string) string {

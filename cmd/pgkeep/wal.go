@@ -38,25 +38,23 @@ the one the repository belongs to. Segments, .partial segments, .backup and
 		Example: `  pgkeep wal-push --repo s3://bucket/prod pg_wal/000000010000000000000001`,
 		Args:    exactArgs(1, "the path of one WAL file"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if lookAhead > 0 {
-				cfg, err := a.loadConfig(cmd)
-				if err != nil {
-					return err
-				}
-				if walarchive.WaitPushed(args[0], repoTag(cfg), 5*time.Second) {
-					// A look-ahead upload stored this very file in this
-					// repository already.
-					return nil
-				}
+			cfg, err := a.loadConfig(cmd)
+			if err != nil {
+				return err
 			}
-			r, cfg, err := a.openRepo(cmd)
+			if lookAhead > 0 && walarchive.WaitPushed(args[0], repoTag(cfg), 5*time.Second) {
+				// A look-ahead upload stored this very file in this
+				// repository already.
+				return nil
+			}
+			r, err := a.openRepoWith(cmd, cfg)
 			if err != nil {
 				return err
 			}
 			if pgdata == "" {
 				pgdata = a.env("PGDATA")
 			}
-			opts := walarchive.PushOptions{PGData: pgdata, RepoTag: repoTag(cfg)}
+			opts := walarchive.PushOptions{PGData: pgdata}
 			if lookAhead > 0 {
 				opts.StartAhead = func(walDir, after string) { startPushAhead(cfg, walDir, after, lookAhead) }
 			}
@@ -110,7 +108,7 @@ errors are retried with backoff first.`,
 			if walarchive.FetchSpooled(args[0], args[1], opts) {
 				return nil
 			}
-			r, _, err := a.openRepo(cmd)
+			r, err := a.openRepoWith(cmd, cfg)
 			if err != nil {
 				return &exitError{code: exitFetchFailed, err: err}
 			}

@@ -106,22 +106,12 @@ func checkRecord(path, tag string) (pushed, skipped bool) {
 	return recTag == tag && want == id, false
 }
 
-// Pushed reports whether a look-ahead upload stored the segment at path as
-// it is now in the repository tag names (see RepoTag), and consumes the
-// record. It needs no repository: wal-push checks it before opening one.
-func Pushed(path, tag string) bool {
-	name := filepath.Base(path)
-	if k, err := wal.Classify(name); err != nil || k != wal.KindSegment {
-		return false
-	}
-	pushed, _ := checkRecord(path, tag)
-	return pushed
-}
-
-// WaitPushed waits up to timeout for a running look-ahead pusher to record
-// the segment at path, and reports whether it did (the record is consumed,
-// as by Pushed). With no pusher running, or when the pusher gave up on the
-// segment, it returns false at once.
+// WaitPushed reports whether a look-ahead upload stored the segment at path
+// as it is now in the repository tag names (see RepoTag), waiting up to
+// timeout for a running pusher that may still have it in hand; the record
+// is consumed either way. With no pusher running, or when the pusher gave
+// up on the segment, it returns at once. It needs no repository: wal-push
+// asks it before opening one.
 func WaitPushed(path, tag string, timeout time.Duration) bool {
 	name := filepath.Base(path)
 	if k, err := wal.Classify(name); err != nil || k != wal.KindSegment {

@@ -59,6 +59,13 @@ func TestEncodeFileRoundTrip(t *testing.T) {
 	}
 }
 
+// pushed reports whether the record of the segment at path proves it was
+// uploaded to the repository tag names (consuming the record).
+func pushed(path, tag string) bool {
+	ok, _ := checkRecord(path, tag)
+	return ok
+}
+
 // The look-ahead record proves only the very file that was read: the same
 // content rewritten, or another file renamed into place, is pushed again.
 func TestRecordMatchesOnlyTheFileThatWasRead(t *testing.T) {
@@ -80,24 +87,24 @@ func TestRecordMatchesOnlyTheFileThatWasRead(t *testing.T) {
 	}
 
 	record()
-	if !Pushed(p, tag) {
+	if !pushed(p, tag) {
 		t.Fatal("record of the unchanged file not accepted")
 	}
-	if Pushed(p, tag) {
+	if pushed(p, tag) {
 		t.Fatal("record not consumed")
 	}
 
 	// A record made for another repository proves nothing for this one
 	// (archive_command pointed elsewhere while a pusher was at work).
 	record()
-	if Pushed(p, RepoTag("s3://bucket/b http://127.0.0.1:9000")) {
+	if pushed(p, RepoTag("s3://bucket/b http://127.0.0.1:9000")) {
 		t.Fatal("record of another repository accepted")
 	}
 
 	record()
 	time.Sleep(2 * time.Millisecond)
 	os.WriteFile(p, data, 0o600) // same bytes, written again
-	if Pushed(p, tag) {
+	if pushed(p, tag) {
 		t.Fatal("record accepted for a rewritten file")
 	}
 
@@ -105,12 +112,12 @@ func TestRecordMatchesOnlyTheFileThatWasRead(t *testing.T) {
 	other := filepath.Join(walDir, "other")
 	os.WriteFile(other, data, 0o600)
 	os.Rename(other, p) // another file (a recycled segment) under the name
-	if Pushed(p, tag) {
+	if pushed(p, tag) {
 		t.Fatal("record accepted for another file renamed into place")
 	}
 
 	writeRecord(walDir, name, "pgkeep-pushed-1 garbage\n")
-	if Pushed(p, tag) {
+	if pushed(p, tag) {
 		t.Fatal("record of another version accepted")
 	}
 
@@ -168,7 +175,7 @@ func TestPushAheadUploadsAndRecords(t *testing.T) {
 			}
 			continue
 		}
-		if !Pushed(p, tag) {
+		if !pushed(p, tag) {
 			t.Errorf("%s has no valid record", n)
 			continue
 		}

@@ -28,9 +28,6 @@ type PushOptions struct {
 	// the repository is created and to check history files. "" means: the
 	// directory above pg_wal when path is inside one.
 	PGData string
-	// RepoTag names the repository in look-ahead records (see RepoTag):
-	// only a record for this repository lets Push skip the upload.
-	RepoTag string
 	// StartAhead, if set, is called when PostgreSQL has marked further
 	// segments ready after this one; it starts the background look-ahead
 	// pusher (see PushAhead).
@@ -67,10 +64,6 @@ func Push(ctx context.Context, r *repo.Repo, path string, opts PushOptions) (Pus
 		return PushResult{}, fmt.Errorf("%s is not a WAL file PostgreSQL archives: %w", path, err)
 	}
 	walDir := filepath.Dir(path)
-	if kind == wal.KindSegment && Pushed(path, opts.RepoTag) {
-		st, _ := os.Stat(path)
-		return PushResult{Name: name, Key: repo.WALKey(name), Size: st.Size(), Existed: true}, nil
-	}
 	head, size, err := readHead(path)
 	if err != nil {
 		return PushResult{}, err

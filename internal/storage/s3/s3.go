@@ -632,7 +632,7 @@ var transientCodes = map[string]bool{
 	"ThrottlingException": true, "RequestThrottled": true, "OperationAborted": true,
 }
 
-// cutShort reports whether the connection failed while the answer was
+// cutShort reports whether the connection failed while an answer was
 // read: reset, closed early, or ended inside the body.
 func cutShort(err error) bool {
 	var op *net.OpError
@@ -671,10 +671,11 @@ func (s *Store) classify(op, key string, err error) error {
 	case "InvalidBucketName":
 		return storage.Permanent(fmt.Errorf("%s %s: %q is not a valid bucket name: fix the repository URL", op, key, s.cfg.Bucket))
 	}
-	if transientCodes[code] || code == "" && cutShort(err) {
-		// A body cut short: the status came, the reason did not (a 404
-		// whose NoSuchKey body was lost may well be a real one, but only
-		// the retry can say so).
+	if transientCodes[code] || code == "" && status != 0 && cutShort(err) {
+		// An answer whose body was cut short: the status came, the reason
+		// did not (a 404 whose NoSuchKey body was lost may well be a real
+		// one, but only the retry can say so). Errors with no answer at
+		// all (no credentials, an unknown host) are judged below.
 		return fmt.Errorf("%s %s at %s: %w", op, key, s.where, err)
 	}
 	switch {

@@ -365,6 +365,10 @@ func TestClassify(t *testing.T) {
 			Response: &smithyhttp.Response{Response: &http.Response{StatusCode: 404}},
 			Err: &smithy.DeserializationError{Err: fmt.Errorf("failed to copy error response body, %w",
 				&net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET})}}}), transient, ""},
+		// No answer at all: a network error on the way to the credentials
+		// or to an unknown host keeps its own verdict.
+		{fmt.Errorf("failed to retrieve credentials: %w", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}), permanent, "no AWS credentials"},
+		{&net.OpError{Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "no such host", Name: "s3.nowhere", IsNotFound: true}}, permanent, "cannot resolve"},
 		{answer(412, "PreconditionFailed", nil), exists, ""},
 		{answer(403, "AccessDenied", nil), permanent, "s3:ListBucket"},
 		{answer(403, "Forbidden", nil), permanent, "credentials"},
