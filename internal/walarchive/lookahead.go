@@ -26,9 +26,10 @@ import (
 // in parallel, while PostgreSQL is still busy with S. After each durable
 // upload the pusher writes a record, pg_wal/pgkeep/pushed/NAME, holding the
 // identity of the file it read (device, inode, size, modification and
-// change times) and the content's checksum. When PostgreSQL then asks for
-// one of those segments, wal-push compares the file's identity with the
-// record (one stat, no read) and answers success at once. PostgreSQL thus
+// change times), the content's checksum and a tag of the repository. When
+// PostgreSQL then asks for one of those segments, wal-push compares its
+// repository's tag and the file's identity with the record (one stat, no
+// read) and answers success at once. PostgreSQL thus
 // still hears "archived" only for content that is durably in the
 // repository: a file written, replaced or renamed after the upload has
 // another identity, and is pushed again from scratch.
