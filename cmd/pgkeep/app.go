@@ -103,6 +103,7 @@ instance roles.`,
 		a.newVerifyCmd(),
 		a.newStatusCmd(),
 		a.newKeyCmd(),
+		a.newIdentityCmd(),
 	)
 	a.root = root
 	return root

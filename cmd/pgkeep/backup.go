@@ -1,8 +1,8 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -55,18 +55,18 @@ user that can read the data directory (usually postgres).`,
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(a.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(struct {
+				if err := a.printJSON(struct {
 					Backup           backupSummary `json:"backup"`
 					ChecksumFailures []string      `json:"checksum_failures"`
-				}{summarize(res.Manifest), res.ChecksumFailures})
-			}
-			if !quiet {
+					Warnings         []string      `json:"warnings"`
+				}{summarize(res.Manifest), nonNil(res.ChecksumFailures), nonNil(res.Warnings)}); err != nil {
+					return err
+				}
+			} else if !quiet {
 				fmt.Fprintf(a.stdout, "backup %s complete\n", res.Manifest.ID)
 			}
 			if n := len(res.ChecksumFailures); n > 0 {
-				return fmt.Errorf("backup %s is complete, but %d pages failed their checksum (listed above): the cluster has corrupt pages", res.Manifest.ID, n)
+				return fmt.Errorf("backup %s is complete, but %d pages failed their checksum (%s): the cluster has corrupt pages", res.Manifest.ID, n, firstFew(res.ChecksumFailures, 5))
 			}
 			return nil
 		},
@@ -95,12 +95,23 @@ type backupSummary struct {
 	PGVersion   int       `json:"pg_version_num"`
 	Compression string    `json:"compression"`
 	Label       string    `json:"label"`
+	// Sealed: the label and file list are encrypted and no identity was
+	// given (an encrypted repository read by a writer).
+	Sealed bool `json:"contents_sealed,omitempty"`
 }
 
 func summarize(m *catalog.Manifest) backupSummary {
 	return backupSummary{
 		ID: m.ID, StartTime: m.StartTime, StopTime: m.StopTime, StartLSN: m.StartLSN, StopLSN: m.StopLSN,
-		Timeline: m.Timeline, Size: m.Size, Stored: m.Stored, Files: len(m.Files),
-		DurationSec: m.Duration().Seconds(), PGVersion: m.PGVersionNum, Compression: m.Compression, Label: m.Label,
+		Timeline: m.Timeline, Size: m.Size, Stored: m.Stored, Files: m.FileCount,
+		DurationSec: m.Duration().Seconds(), PGVersion: m.PGVersionNum, Compression: m.Compression, Label: m.Label, Sealed: m.Sealed,
 	}
+}
+
+// firstFew joins up to n items, saying how many more there are.
+func firstFew(items []string, n int) string {
+	if len(items) <= n {
+		return strings.Join(items, "; ")
+	}
+	return fmt.Sprintf("%s; and %d more", strings.Join(items[:n], "; "), len(items)-n)
 }

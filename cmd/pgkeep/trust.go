@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pgkeep/pgkeep/internal/catalog"
+	"github.com/pgkeep/pgkeep/internal/pgstat"
 	"github.com/pgkeep/pgkeep/internal/restore"
 	"github.com/pgkeep/pgkeep/internal/retention"
 	"github.com/pgkeep/pgkeep/internal/status"
@@ -211,6 +212,12 @@ restore time and the LSN and time recovered to, and clean up.`,
 					fmt.Fprintf(a.stdout, "backup %s: %d objects, %s: %s; WAL %s..%s\n", b.ID, b.Objects, humanBytes(b.Bytes), state, b.WALFrom, b.WALTo)
 				}
 				fmt.Fprintf(a.stdout, "WAL: %d files read back\n", rep.WALChecked)
+				if !rep.ContentChecked {
+					fmt.Fprintf(a.stdout, "no identity: the stored bytes of every object were checked, their encrypted content was not (give --age-identity for that)\n")
+				}
+				if rep.FramingOnly > 0 {
+					fmt.Fprintf(a.stdout, "%d objects written by an older pgkeep carry no stored checksum: without the identity only their framing was checked\n", rep.FramingOnly)
+				}
 				for _, p := range rep.Problems() {
 					fmt.Fprintf(a.stdout, "PROBLEM %s\n", p)
 				}
@@ -268,8 +275,8 @@ func buildTarget(targetTime, targetLSN string) (restore.Target, error) {
 
 func (a *app) newStatusCmd() *cobra.Command {
 	var (
-		th     status.Thresholds
-		asJSON bool
+		th               status.Thresholds
+		asJSON, noServer bool
 	)
 	cmd := &cobra.Command{
 		Use:   "status",
@@ -277,11 +284,20 @@ func (a *app) newStatusCmd() *cobra.Command {
 		Long: `Show the recoverable window (earliest and latest restorable moments), the age
 of the newest archived WAL and of the newest backup, the RPO estimate (how
 much committed work a loss right now would cost: the time since the newest
-WAL reached the repository), WAL gaps, and the repository's size by kind.
+WAL reached the repository) and what bounds it, WAL gaps, and the
+repository's size by kind.
+
+When the database server can be reached with the libpq environment (PGHOST,
+PGPORT, PGUSER...; skip with --no-server), status also checks PostgreSQL's
+archiver (pg_stat_archiver) and archive_timeout: a failing archiver is a
+problem, an archive_timeout of 0 or above --max-rpo is a warning.
+
+Works without the encryption identity: an encrypted repository keeps what
+status needs (times, LSNs, sizes) readable by its writers.
 
 For cron and monitoring: exits 1 when --max-rpo or --max-backup-age is
-exceeded, when the WAL chain has a gap that shortens recovery, or when
-nothing is restorable.`,
+exceeded, when the WAL chain has a gap that shortens recovery, when nothing
+is restorable, or when the archiver is failing.`,
 		Example: `  pgkeep status --max-rpo 5m --max-backup-age 26h`,
 		Args:    exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -292,6 +308,10 @@ nothing is restorable.`,
 			s, err := status.Compute(cmd.Context(), r, time.Now())
 			if err != nil {
 				return err
+			}
+			if !noServer {
+				arch, perr := pgstat.Probe(cmd.Context(), "", a.env("PGDATA"), 3*time.Second)
+				s.AddServer(arch, perr, th.MaxRPO)
 			}
 			failures := s.Check(th)
 			if asJSON {
@@ -316,5 +336,6 @@ nothing is restorable.`,
 	f.DurationVar(&th.MaxRPO, "max-rpo", 0, "exit 1 if the RPO estimate is above this (e.g. 5m)")
 	f.DurationVar(&th.MaxBackupAge, "max-backup-age", 0, "exit 1 if the newest backup is older than this (e.g. 26h)")
 	f.BoolVar(&asJSON, "json", false, "print as JSON")
+	f.BoolVar(&noServer, "no-server", false, "do not try to reach the database server (with the libpq environment) for its archiver state")
 	return cmd
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pgkeep/pgkeep/internal/config"
+	"github.com/pgkeep/pgkeep/internal/pgstat"
 	"github.com/pgkeep/pgkeep/internal/walarchive"
 )
 
@@ -42,9 +44,16 @@ the one the repository belongs to. Segments, .partial segments, .backup and
 			if err != nil {
 				return err
 			}
+			walDir := ""
+			if d := filepath.Dir(absPath(args[0])); filepath.Base(d) == "pg_wal" {
+				walDir = d
+			}
 			if lookAhead > 0 && walarchive.WaitPushed(args[0], repoTag(cfg), 5*time.Second) {
 				// A look-ahead upload stored this very file in this
 				// repository already.
+				if walDir != "" {
+					pgstat.ClearPushFailure(walDir)
+				}
 				return nil
 			}
 			r, err := a.openRepoWith(cmd, cfg)
@@ -59,6 +68,15 @@ the one the repository belongs to. Segments, .partial segments, .backup and
 				opts.StartAhead = func(walDir, after string) { startPushAhead(cfg, walDir, after, lookAhead) }
 			}
 			res, err := walarchive.Push(cmd.Context(), r, args[0], opts)
+			if walDir != "" {
+				// For backup and status: why archiving stalls, without the
+				// server log.
+				if err != nil {
+					pgstat.RecordPushFailure(walDir, filepath.Base(args[0]), err)
+				} else {
+					pgstat.ClearPushFailure(walDir)
+				}
+			}
 			if err != nil {
 				return err
 			}

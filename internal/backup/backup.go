@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -22,7 +21,9 @@ import (
 
 	"github.com/pgkeep/pgkeep/internal/catalog"
 	"github.com/pgkeep/pgkeep/internal/envelope"
+	"github.com/pgkeep/pgkeep/internal/pgcontrol"
 	"github.com/pgkeep/pgkeep/internal/pgpage"
+	"github.com/pgkeep/pgkeep/internal/pgstat"
 	"github.com/pgkeep/pgkeep/internal/progress"
 	"github.com/pgkeep/pgkeep/internal/repo"
 	"github.com/pgkeep/pgkeep/internal/storage"
@@ -62,11 +63,18 @@ type Result struct {
 	// "path block N: reason". The backup is still complete: the pages are
 	// stored as they are on disk.
 	ChecksumFailures []string
+	// Warnings are things the operator should fix (an archive_timeout
+	// that leaves the RPO unbounded, say); the backup is still complete.
+	Warnings []string
 }
 
 // ErrNotArchiving means the server does not archive WAL, so a backup could
 // never become restorable.
 var ErrNotArchiving = errors.New("WAL archiving is not enabled")
+
+// ErrArchiverFailing means PostgreSQL's archiver keeps failing, so the WAL a
+// backup needs does not reach the repository.
+var ErrArchiverFailing = errors.New("WAL archiving is failing")
 
 // Run takes a base backup into r.
 func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
@@ -105,6 +113,21 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	if err := checkDataDir(pgdata, srv); err != nil {
 		return nil, err
 	}
+	// A failing archiver stalls all archiving behind the file it fails on,
+	// so the WAL this backup needs could never arrive: say so before
+	// writing anything.
+	arch, err := pgstat.Read(ctx, conn, pgdata)
+	if err != nil {
+		return nil, err
+	}
+	if arch.Failing() {
+		return nil, fmt.Errorf("%w: %s; fix archiving first (pgkeep status shows it too)", ErrArchiverFailing, arch.FailureText())
+	}
+	var warnings []string
+	if w := arch.RPOWarning(0); w != "" {
+		warnings = append(warnings, w)
+		rep.Logf("WARNING: %s", w)
+	}
 	if _, err := r.EnsureIdentity(ctx, repo.Identity{SystemIdentifier: srv.systemID, PGMajor: srv.major, WalSegSize: srv.walSegSize}); err != nil {
 		return nil, fmt.Errorf("checking repository %s: %w", r.Location(), err)
 	}
@@ -142,8 +165,8 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 		}
 	}()
 	host, _ := os.Hostname()
-	started := catalog.Started{ID: id, StartTime: startTime, StartLSN: startLSN.String(), Timeline: srv.timeline, Host: host, PID: os.Getpid()}
-	if err := putJSON(ctx, r, catalog.StartedKey(id), started); err != nil {
+	started := catalog.Started{ID: id, StartTime: startTime, StartLSN: startLSN.String(), Timeline: srv.timeline}
+	if err := catalog.WriteStarted(ctx, r, started); err != nil {
 		return nil, fmt.Errorf("recording backup start: %w", err)
 	}
 	rep.Logf("backup %s: started at LSN %s", id, startLSN)
@@ -173,16 +196,19 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	}
 	stopped = true
 	stopTime := now().UTC()
-	bl, err := parseLabel(labelFile)
+	bl, err := pgcontrol.ParseBackupLabel([]byte(labelFile))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("the backup label the server returned: %w", err)
 	}
 	rep.Logf("backup %s: stopped at LSN %s; waiting for WAL %s..%s to be archived", id, stopLSN,
-		wal.SegmentName(bl.tli, wal.SegmentOf(startLSN, srv.walSegSize), srv.walSegSize),
-		wal.SegmentName(bl.tli, wal.SegmentOf(stopLSN-1, srv.walSegSize), srv.walSegSize))
+		wal.SegmentName(bl.StartTimeline, wal.SegmentOf(startLSN, srv.walSegSize), srv.walSegSize),
+		wal.SegmentName(bl.StartTimeline, wal.PrevSegmentOf(stopLSN, srv.walSegSize), srv.walSegSize))
 
-	segs := neededSegments(bl.tli, startLSN, stopLSN, srv.walSegSize)
-	if err := waitForWAL(ctx, r, conn, segs, opts.WALTimeout, rep); err != nil {
+	segs := wal.SegmentRange(bl.StartTimeline, startLSN, stopLSN, srv.walSegSize)
+	if len(segs) == 0 {
+		return nil, fmt.Errorf("the server stopped the backup at LSN %s, not after its start %s", stopLSN, startLSN)
+	}
+	if err := waitForWAL(ctx, r, conn, pgdata, segs, opts.WALTimeout, rep); err != nil {
 		return nil, fmt.Errorf("backup %s is not restorable: %w", id, err)
 	}
 
@@ -193,7 +219,7 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	m.PGVersionNum = srv.versionNum
 	m.PGMajor = srv.major
 	m.WalSegSize = srv.walSegSize
-	m.Timeline = uint32(bl.tli)
+	m.Timeline = uint32(bl.StartTimeline)
 	m.StartLSN = startLSN.String()
 	m.StopLSN = stopLSN.String()
 	m.StartWAL = segs[0]
@@ -209,33 +235,23 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	if err := m.Validate(); err != nil {
 		return nil, fmt.Errorf("internal error: built an invalid manifest: %w", err)
 	}
-	if err := putJSON(ctx, r, catalog.ManifestKey(id), m); err != nil {
+	if err := catalog.WriteManifest(ctx, r, m); err != nil {
 		return nil, fmt.Errorf("writing the completion record of backup %s: %w", id, err)
 	}
 	rep.Logf("backup %s: complete: %s in %d files, %s stored, %s", id,
 		progress.Bytes(m.Size), len(m.Files), progress.Bytes(m.Stored), m.Duration().Round(time.Millisecond))
-	return &Result{Manifest: m, ChecksumFailures: c.failures}, nil
-}
-
-// neededSegments lists the WAL segments from the one holding start to the
-// one holding the last byte before stop.
-func neededSegments(tli wal.TimeLineID, start, stop wal.LSN, segSize uint64) []string {
-	first := wal.SegmentOf(start, segSize)
-	last := wal.SegmentOf(stop-1, segSize)
-	if stop <= start {
-		last = first
-	}
-	var out []string
-	for s := first; s <= last; s++ {
-		out = append(out, wal.SegmentName(tli, s, segSize))
-	}
-	return out
+	return &Result{Manifest: m, ChecksumFailures: c.failures, Warnings: warnings}, nil
 }
 
 // waitForWAL waits until every segment is in the repository and verifies
-// each one by reading it back.
-func waitForWAL(ctx context.Context, r *repo.Repo, conn *pgx.Conn, segs []string, timeout time.Duration, rep progress.Reporter) error {
+// each one by reading it back (without the key, its stored bytes). It
+// gives up early when the archiver keeps failing meanwhile.
+func waitForWAL(ctx context.Context, r *repo.Repo, conn *pgx.Conn, pgdata string, segs []string, timeout time.Duration, rep progress.Reporter) error {
 	deadline := time.Now().Add(timeout)
+	var failedAtStart int64 = -1
+	if a, err := pgstat.Read(ctx, conn, pgdata); err == nil {
+		failedAtStart = a.FailedCount
+	}
 	for _, name := range segs {
 		delay := 100 * time.Millisecond
 		for {
@@ -246,8 +262,16 @@ func waitForWAL(ctx context.Context, r *repo.Repo, conn *pgx.Conn, segs []string
 			if !errors.Is(err, storage.ErrNotFound) {
 				return fmt.Errorf("verifying archived WAL %s: %w", name, err)
 			}
+			a, aerr := pgstat.Read(ctx, conn, pgdata)
+			if aerr == nil && failedAtStart >= 0 && a.Failing() && a.FailedCount >= failedAtStart+3 {
+				return fmt.Errorf("%w: WAL segment %s cannot reach the repository: %s", ErrArchiverFailing, name, a.FailureText())
+			}
 			if time.Now().After(deadline) {
-				return fmt.Errorf("WAL segment %s did not reach the repository within %s%s", name, timeout, archiverHint(ctx, conn))
+				hint := ""
+				if aerr == nil {
+					hint = fmt.Sprintf("; archive_command is %q", a.Command)
+				}
+				return fmt.Errorf("WAL segment %s did not reach the repository within %s%s", name, timeout, hint)
 			}
 			select {
 			case <-ctx.Done():
@@ -258,32 +282,6 @@ func waitForWAL(ctx context.Context, r *repo.Repo, conn *pgx.Conn, segs []string
 		}
 	}
 	return nil
-}
-
-// archiverHint explains why WAL may not be arriving, from pg_stat_archiver.
-func archiverHint(ctx context.Context, conn *pgx.Conn) string {
-	var failed int64
-	var lastFailed, cmd string
-	err := conn.QueryRow(ctx, `SELECT failed_count, coalesce(last_failed_wal, ''), current_setting('archive_command') FROM pg_stat_archiver`).Scan(&failed, &lastFailed, &cmd)
-	if err != nil {
-		return ""
-	}
-	hint := fmt.Sprintf("; archive_command is %q", cmd)
-	if failed > 0 && lastFailed != "" {
-		hint += fmt.Sprintf(", and it has failed %d times (last on %s): see the PostgreSQL log", failed, lastFailed)
-	}
-	return hint
-}
-
-// putJSON stores v as a JSON object, write-once.
-func putJSON(ctx context.Context, r *repo.Repo, key string, v any) error {
-	var buf bytes.Buffer
-	enc := jsonEncoder(&buf)
-	if err := enc.Encode(v); err != nil {
-		return err
-	}
-	_, err := r.PutObject(ctx, key, buf.Bytes())
-	return err
 }
 
 // checkDataDir makes sure pgdata is the running server's data directory.
@@ -479,7 +477,7 @@ func (c *copier) verifyPages(fh *os.File, f srcFile, pos int64, chunk []byte) {
 
 // manifest assembles the file list from what was actually read.
 func (c *copier) manifest(results []objectResult, tr *tree) *catalog.Manifest {
-	m := &catalog.Manifest{Dirs: tr.dirs, Tablespaces: tr.tablespaces}
+	m := &catalog.Manifest{Contents: catalog.Contents{Dirs: tr.dirs, Tablespaces: tr.tablespaces}}
 	pieces := map[int][]catalog.Piece{}
 	for _, res := range results {
 		m.Objects = append(m.Objects, res.obj)
@@ -508,22 +506,4 @@ func (c *copier) manifest(results []objectResult, tr *tree) *catalog.Manifest {
 	}
 	sort.Slice(m.Files, func(a, b int) bool { return m.Files[a].Path < m.Files[b].Path })
 	return m
-}
-
-// label is what pgkeep needs from backup_label.
-type label struct {
-	tli wal.TimeLineID
-}
-
-func parseLabel(text string) (label, error) {
-	for _, line := range strings.Split(text, "\n") {
-		if v, ok := strings.CutPrefix(line, "START TIMELINE: "); ok {
-			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
-			if err != nil {
-				return label{}, fmt.Errorf("backup_label has a bad START TIMELINE %q", v)
-			}
-			return label{tli: wal.TimeLineID(n)}, nil
-		}
-	}
-	return label{}, fmt.Errorf("backup_label from the server has no START TIMELINE line:\n%s", text)
 }

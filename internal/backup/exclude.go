@@ -26,6 +26,9 @@ var excludeDirContents = map[string]bool{
 // Files never backed up, anywhere in the tree. backup_label and
 // tablespace_map come from pg_backup_stop instead.
 var excludeFiles = map[string]bool{
+	// pgkeep's marker of a restore that ended the archive at a gap on
+	// purpose (walarchive.ArchiveEndMarker).
+	"pgkeep_archive_end":       true,
 	"postgresql.auto.conf.tmp": true,
 	"current_logfiles.tmp":     true,
 	"backup_label":             true,

@@ -132,34 +132,3 @@ func TestPack(t *testing.T) {
 		t.Errorf("100 files of 8 bytes took %d objects of 1024 bytes, want 1", n)
 	}
 }
-
-func TestNeededSegments(t *testing.T) {
-	const seg = 16 << 20
-	got := neededSegments(1, 0x2000028, 0x4000000, seg)
-	want := []string{"000000010000000000000002", "000000010000000000000003"}
-	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
-		t.Fatalf("got %v, want %v (stop at a segment boundary needs only the segment before)", got, want)
-	}
-	got = neededSegments(2, 0x2000028, 0x2000100, seg)
-	if len(got) != 1 || got[0] != "000000020000000000000002" {
-		t.Fatalf("got %v", got)
-	}
-}
-
-func TestParseLabel(t *testing.T) {
-	text := "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nCHECKPOINT LOCATION: 0/2000060\nBACKUP METHOD: streamed\nBACKUP FROM: primary\nSTART TIME: 2026-11-24 10:00:00 UTC\nLABEL: x\nSTART TIMELINE: 3\n"
-	l, err := parseLabel(text)
-	if err != nil || l.tli != 3 {
-		t.Fatalf("%+v %v", l, err)
-	}
-	for _, bad := range []string{"", "START TIMELINE: x\n", "LABEL: y\n"} {
-		if _, err := parseLabel(bad); err == nil {
-			t.Errorf("%q accepted", bad)
-		}
-	}
-}
-
-func FuzzParseLabel(f *testing.F) {
-	f.Add("START TIMELINE: 1\n")
-	f.Fuzz(func(t *testing.T, s string) { parseLabel(s) })
-}

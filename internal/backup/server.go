@@ -2,9 +2,7 @@ package backup
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"strconv"
 
 	"github.com/jackc/pgx/v5"
@@ -98,10 +96,4 @@ func (s *server) abortBackup(ctx context.Context, conn *pgx.Conn) {
 		return
 	}
 	s.stopBackup(ctx, conn)
-}
-
-func jsonEncoder(w io.Writer) *json.Encoder {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", " ")
-	return enc
 }

@@ -14,6 +14,7 @@
 package catalog
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -34,8 +35,10 @@ import (
 const Prefix = "backups/"
 
 // ManifestFormat is the manifest schema version this pgkeep writes and the
-// newest it reads.
-const ManifestFormat = 1
+// newest it reads. Format 1 held every field at the top level; format 2
+// splits the manifest into its Summary (readable without the key) and its
+// Contents (sealed, in an encrypted repository).
+const ManifestFormat = 2
 
 // IDLayout formats backup ids: UTC time, so ids sort by time.
 const IDLayout = "20060102T150405Z"
@@ -54,14 +57,14 @@ func StartedKey(id string) string       { return Prefix + id + "/started.json" }
 func ManifestKey(id string) string      { return Prefix + id + "/backup.json" }
 func DataKey(id string, seq int) string { return fmt.Sprintf("%s%s/data/%06d", Prefix, id, seq) }
 
-// Started is the marker written when a backup begins.
+// Started is the marker written when a backup begins. It is stored in the
+// clear, also in an encrypted repository (retention reads it without the
+// key), so it holds nothing but the backup's position.
 type Started struct {
 	ID        string    `json:"id"`
 	StartTime time.Time `json:"start_time"`
 	StartLSN  string    `json:"start_lsn"`
 	Timeline  uint32    `json:"timeline"`
-	Host      string    `json:"host"`
-	PID       int       `json:"pid"`
 }
 
 // Piece is a run of bytes of one file stored inside a data object.
@@ -105,32 +108,68 @@ type Object struct {
 }
 
 // Manifest is the completion record of a backup (backups/ID/backup.json).
+//
+// It has two parts. The Summary is what list, status, expire and a writer
+// need: times, LSNs, sizes, the data objects. It is readable without the
+// encryption key. The Contents say what the backup holds (file and
+// directory names, the backup label, tablespaces); in an encrypted
+// repository they are sealed (encrypted to the repository key) inside the
+// manifest, and a reader without the key gets the Summary alone, with
+// Sealed set.
 type Manifest struct {
-	Format           int          `json:"format"`
-	ID               string       `json:"id"`
-	SystemIdentifier string       `json:"system_identifier"`
-	PGVersionNum     int          `json:"pg_version_num"`
-	PGMajor          int          `json:"pg_major"`
-	WalSegSize       uint64       `json:"wal_segment_size"`
-	Timeline         uint32       `json:"timeline"`
-	StartLSN         string       `json:"start_lsn"`
-	StopLSN          string       `json:"stop_lsn"`
-	StartWAL         string       `json:"start_wal"`
-	StopWAL          string       `json:"stop_wal"`
-	StartTime        time.Time    `json:"start_time"`
-	StopTime         time.Time    `json:"stop_time"`
-	Label            string       `json:"label"`
-	BackupLabel      string       `json:"backup_label"`
-	TablespaceMap    string       `json:"tablespace_map,omitempty"`
-	DataChecksums    bool         `json:"data_checksums"`
-	Compression      string       `json:"compression"`
-	Size             int64        `json:"size"`   // bytes of the files
-	Stored           int64        `json:"stored"` // bytes of the data objects in the repository
-	Host             string       `json:"host,omitempty"`
-	Tablespaces      []Tablespace `json:"tablespaces,omitempty"`
-	Dirs             []Dir        `json:"dirs"`
-	Files            []File       `json:"files"`
-	Objects          []Object     `json:"objects"`
+	Summary
+	Contents
+	// Sealed means the Contents are encrypted and this process has no
+	// key: only the Summary is filled in.
+	Sealed bool `json:"-"`
+}
+
+// Summary is the part of a manifest anyone with access to the repository
+// may read.
+type Summary struct {
+	Format           int       `json:"format"`
+	ID               string    `json:"id"`
+	SystemIdentifier string    `json:"system_identifier"`
+	PGVersionNum     int       `json:"pg_version_num"`
+	PGMajor          int       `json:"pg_major"`
+	WalSegSize       uint64    `json:"wal_segment_size"`
+	Timeline         uint32    `json:"timeline"`
+	StartLSN         string    `json:"start_lsn"`
+	StopLSN          string    `json:"stop_lsn"`
+	StartWAL         string    `json:"start_wal"`
+	StopWAL          string    `json:"stop_wal"`
+	StartTime        time.Time `json:"start_time"`
+	StopTime         time.Time `json:"stop_time"`
+	DataChecksums    bool      `json:"data_checksums"`
+	Compression      string    `json:"compression"`
+	Size             int64     `json:"size"`   // bytes of the files
+	Stored           int64     `json:"stored"` // bytes of the data objects in the repository
+	FileCount        int       `json:"file_count"`
+	Objects          []Object  `json:"objects"`
+}
+
+// Contents is the part of a manifest that says what the backup holds.
+type Contents struct {
+	Label         string       `json:"label"`
+	BackupLabel   string       `json:"backup_label"`
+	TablespaceMap string       `json:"tablespace_map,omitempty"`
+	Host          string       `json:"host,omitempty"`
+	Tablespaces   []Tablespace `json:"tablespaces,omitempty"`
+	Dirs          []Dir        `json:"dirs"`
+	Files         []File       `json:"files"`
+}
+
+// ErrSealed means an operation needs a backup's Contents, which are
+// encrypted, and no identity was given.
+var ErrSealed = errors.New("the backup's contents are encrypted: give the identity file with --age-identity or PGKEEP_AGE_IDENTITY")
+
+// NeedContents returns an error wrapping ErrSealed when the Contents are
+// not available.
+func (m *Manifest) NeedContents() error {
+	if m.Sealed {
+		return fmt.Errorf("backup %s: %w", m.ID, ErrSealed)
+	}
+	return nil
 }
 
 // Duration is how long the backup took.
@@ -159,6 +198,9 @@ func (m *Manifest) Validate() error {
 	objects := map[int]Object{}
 	for _, o := range m.Objects {
 		objects[o.Seq] = o
+	}
+	if m.Sealed {
+		return nil
 	}
 	for _, d := range m.Dirs {
 		if err := SafePath(d.Path); err != nil {
@@ -206,11 +248,103 @@ func SafePath(p string) error {
 	return nil
 }
 
-// ParseManifest decodes and validates a manifest.
-func ParseManifest(data []byte) (*Manifest, error) {
-	var m Manifest
-	if err := json.Unmarshal(data, &m); err != nil {
+// storedManifest is the JSON of a format 2 manifest: the Summary at the
+// top level, and the Contents either inline (a plaintext repository) or
+// sealed: an envelope, encrypted to the repository key, of sealedContents.
+type storedManifest struct {
+	Summary
+	Contents *Contents `json:"contents,omitempty"`
+	Sealed   []byte    `json:"sealed,omitempty"`
+}
+
+// sealedContents binds sealed Contents to their backup, so that sealed
+// bytes moved from another manifest are refused.
+type sealedContents struct {
+	ID string `json:"id"`
+	Contents
+}
+
+// EncodeManifest renders m as the JSON stored in backup.json, sealing the
+// Contents with ci (nil: a plaintext repository, Contents inline).
+func EncodeManifest(m *Manifest, comp envelope.Compression, ci envelope.Cipher) ([]byte, error) {
+	if m.Sealed {
+		return nil, fmt.Errorf("backup %s: cannot write a manifest whose contents are unknown", m.ID)
+	}
+	out := storedManifest{Summary: m.Summary}
+	out.Format = ManifestFormat
+	out.FileCount = len(m.Files)
+	if ci == nil {
+		c := m.Contents
+		out.Contents = &c
+	} else {
+		inner, err := json.Marshal(sealedContents{ID: m.ID, Contents: m.Contents})
+		if err != nil {
+			return nil, err
+		}
+		var buf bytes.Buffer
+		if _, err := envelope.Encode(&buf, inner, comp, ci); err != nil {
+			return nil, fmt.Errorf("sealing the manifest of %s: %w", m.ID, err)
+		}
+		out.Sealed = buf.Bytes()
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetIndent("", " ")
+	if err := enc.Encode(out); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// ParseManifest decodes and validates a manifest. Sealed Contents are
+// opened with ci; without a key to open them the manifest comes back with
+// its Summary only and Sealed set.
+func ParseManifest(data []byte, ci envelope.Cipher) (*Manifest, error) {
+	var head struct {
+		Format int `json:"format"`
+	}
+	if err := json.Unmarshal(data, &head); err != nil {
 		return nil, fmt.Errorf("%w: manifest is not valid JSON: %v", envelope.ErrCorrupt, err)
+	}
+	var m Manifest
+	if head.Format <= 1 {
+		// Format 1: every field at the top level.
+		if err := json.Unmarshal(data, &m); err != nil {
+			return nil, fmt.Errorf("%w: manifest is not valid JSON: %v", envelope.ErrCorrupt, err)
+		}
+		m.FileCount = len(m.Files)
+	} else {
+		var st storedManifest
+		if err := json.Unmarshal(data, &st); err != nil {
+			return nil, fmt.Errorf("%w: manifest is not valid JSON: %v", envelope.ErrCorrupt, err)
+		}
+		m.Summary = st.Summary
+		switch {
+		case st.Contents != nil:
+			m.Contents = *st.Contents
+		case len(st.Sealed) > 0:
+			inner, _, err := envelope.Decode(bytes.NewReader(st.Sealed), ci)
+			if errors.Is(err, envelope.ErrEncrypted) {
+				m.Sealed = true
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("opening the sealed contents of backup %s: %w", m.ID, err)
+			}
+			var sc sealedContents
+			if err := json.Unmarshal(inner, &sc); err != nil {
+				return nil, fmt.Errorf("%w: sealed contents of backup %s are not valid JSON: %v", envelope.ErrCorrupt, m.ID, err)
+			}
+			if sc.ID != m.ID {
+				return nil, fmt.Errorf("%w: the sealed contents in the manifest of %s belong to backup %s", envelope.ErrCorrupt, m.ID, sc.ID)
+			}
+			m.Contents = sc.Contents
+		default:
+			return nil, fmt.Errorf("%w: manifest of %s has neither contents nor sealed contents", envelope.ErrCorrupt, m.ID)
+		}
+		if !m.Sealed && m.FileCount != len(m.Files) {
+			return nil, fmt.Errorf("%w: manifest of %s counts %d files but lists %d", envelope.ErrCorrupt, m.ID, m.FileCount, len(m.Files))
+		}
 	}
 	if err := m.Validate(); err != nil {
 		return nil, err
@@ -218,16 +352,59 @@ func ParseManifest(data []byte) (*Manifest, error) {
 	return &m, nil
 }
 
-// ReadManifest reads and validates the manifest of backup id.
+// WriteManifest stores m as backup id's completion record, write-once. The
+// record itself is never encrypted; its Contents are sealed in an
+// encrypted repository.
+func WriteManifest(ctx context.Context, r *repo.Repo, m *Manifest) error {
+	m.Format = ManifestFormat
+	m.FileCount = len(m.Files)
+	data, err := EncodeManifest(m, r.Compression(), r.Cipher())
+	if err != nil {
+		return err
+	}
+	_, err = r.PutPlainObject(ctx, ManifestKey(m.ID), data)
+	return err
+}
+
+// WriteStarted stores the marker of a backup that began, in the clear.
+func WriteStarted(ctx context.Context, r *repo.Repo, s Started) error {
+	data, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	_, err = r.PutPlainObject(ctx, StartedKey(s.ID), data)
+	return err
+}
+
+// ReadStarted reads the marker of backup id.
+func ReadStarted(ctx context.Context, r *repo.Repo, id string) (*Started, error) {
+	data, _, err := r.GetObject(ctx, StartedKey(id))
+	if err != nil {
+		return nil, err
+	}
+	var s Started
+	if err := json.Unmarshal(data, &s); err != nil {
+		return nil, fmt.Errorf("%w: %s is not valid JSON: %v", envelope.ErrCorrupt, StartedKey(id), err)
+	}
+	return &s, nil
+}
+
+// ReadManifest reads and validates the manifest of backup id. Without the
+// key of an encrypted repository it returns the Summary alone (Sealed);
+// a format 1 manifest of an encrypted repository is encrypted as a whole
+// and cannot be read at all without the key.
 func ReadManifest(ctx context.Context, r *repo.Repo, id string) (*Manifest, error) {
 	data, _, err := r.GetObject(ctx, ManifestKey(id))
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, fmt.Errorf("backup %s: %w", id, ErrNoSuchBackup)
 	}
+	if errors.Is(err, envelope.ErrEncrypted) {
+		return nil, fmt.Errorf("reading manifest of backup %s (written by an older pgkeep, encrypted as a whole): %w", id, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reading manifest of backup %s: %w", id, err)
 	}
-	m, err := ParseManifest(data)
+	m, err := ParseManifest(data, r.Cipher())
 	if err != nil {
 		return nil, err
 	}

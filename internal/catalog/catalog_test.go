@@ -2,22 +2,32 @@ package catalog
 
 import (
 	"encoding/json"
+	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pgkeep/pgkeep/internal/crypt"
+	"github.com/pgkeep/pgkeep/internal/envelope"
 )
 
 func validManifest() *Manifest {
 	return &Manifest{
-		Format: 1, ID: "20261124T100000Z", StartLSN: "0/2000028", StopLSN: "0/2000100",
-		Objects: []Object{{Seq: 0, Size: 100}},
-		Dirs:    []Dir{{Path: "base", Mode: 0o700}},
-		Files: []File{
-			{Path: "base/1/1259", Size: 60, Pieces: []Piece{{Object: 0, Offset: 0, FileOffset: 0, Size: 60}}},
-			{Path: "PG_VERSION", Size: 40, Pieces: []Piece{{Object: 0, Offset: 60, FileOffset: 0, Size: 40}}},
-			{Path: "empty", Size: 0},
+		Summary: Summary{
+			Format: ManifestFormat, ID: "20261124T100000Z", StartLSN: "0/2000028", StopLSN: "0/2000100",
+			Objects: []Object{{Seq: 0, Size: 100}}, FileCount: 3,
 		},
-		Tablespaces: []Tablespace{{OID: "16400", Location: "/srv/ts"}},
+		Contents: Contents{
+			Label: "nightly", BackupLabel: "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n",
+			Dirs: []Dir{{Path: "base", Mode: 0o700}},
+			Files: []File{
+				{Path: "base/1/1259", Size: 60, Pieces: []Piece{{Object: 0, Offset: 0, FileOffset: 0, Size: 60}}},
+				{Path: "PG_VERSION", Size: 40, Pieces: []Piece{{Object: 0, Offset: 60, FileOffset: 0, Size: 40}}},
+				{Path: "empty", Size: 0},
+			},
+			Tablespaces: []Tablespace{{OID: "16400", Location: "/srv/ts"}},
+		},
 	}
 }
 
@@ -34,7 +44,7 @@ func TestValidate(t *testing.T) {
 		"piece outside":       func(m *Manifest) { m.Files[1].Pieces[0].Offset = 90 },
 		"unknown object":      func(m *Manifest) { m.Files[1].Pieces[0].Object = 7 },
 		"size mismatch":       func(m *Manifest) { m.Files[1].Size = 41 },
-		"newer format":        func(m *Manifest) { m.Format = 2 },
+		"newer format":        func(m *Manifest) { m.Format = ManifestFormat + 1 },
 		"bad id":              func(m *Manifest) { m.ID = "latest" },
 		"bad lsn":             func(m *Manifest) { m.StopLSN = "nope" },
 		"relative tablespace": func(m *Manifest) { m.Tablespaces[0].Location = "ts" },
@@ -62,11 +72,13 @@ func TestIDsSortByTime(t *testing.T) {
 }
 
 func FuzzParseManifest(f *testing.F) {
-	good, _ := json.Marshal(validManifest())
+	good, _ := EncodeManifest(validManifest(), envelope.Compression{}, nil)
 	f.Add(good)
 	f.Add([]byte(strings.Replace(string(good), "base/1/1259", "../../etc/passwd", 1)))
+	v1, _ := json.Marshal(validManifest())
+	f.Add(v1)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		m, err := ParseManifest(data)
+		m, err := ParseManifest(data, nil)
 		if err != nil {
 			return
 		}
@@ -76,4 +88,67 @@ func FuzzParseManifest(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestManifestPlainRoundTrip: a plaintext repository's manifest holds its
+// contents inline, and a format 1 manifest (everything at the top level)
+// still reads.
+func TestManifestPlainRoundTrip(t *testing.T) {
+	m := validManifest()
+	data, err := EncodeManifest(m, envelope.Compression{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ParseManifest(data, nil)
+	if err != nil || got.Sealed || !reflect.DeepEqual(got.Files, m.Files) || got.Label != m.Label || got.FileCount != 3 {
+		t.Fatalf("round trip: %+v %v", got, err)
+	}
+	old := *m
+	old.Format = 1
+	v1, _ := json.Marshal(&old)
+	got, err = ParseManifest(v1, nil)
+	if err != nil || !reflect.DeepEqual(got.Files, m.Files) || got.FileCount != 3 || got.BackupLabel != m.BackupLabel {
+		t.Fatalf("format 1: %+v %v", got, err)
+	}
+}
+
+// TestManifestSealed: in an encrypted repository the contents are sealed:
+// no file name or label is readable without the key, the summary is, and
+// sealed contents moved into another backup's manifest are refused.
+func TestManifestSealed(t *testing.T) {
+	key, _ := crypt.NewRepoKey()
+	writer, _ := crypt.NewCipher(key.Recipient(), nil, errors.New("no identity"))
+	reader, _ := crypt.NewCipher(key.Recipient(), key, nil)
+
+	m := validManifest()
+	data, err := EncodeManifest(m, envelope.Compression{Codec: envelope.Zstd}, writer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{"base/1/1259", "PG_VERSION", "nightly", "START WAL LOCATION", "/srv/ts"} {
+		if strings.Contains(string(data), secret) {
+			t.Errorf("%q readable in a sealed manifest", secret)
+		}
+	}
+	got, err := ParseManifest(data, writer)
+	if err != nil || !got.Sealed || got.StopLSN != m.StopLSN || got.FileCount != 3 || len(got.Files) != 0 || len(got.Objects) != 1 {
+		t.Fatalf("without the key: %+v %v", got, err)
+	}
+	if err := got.NeedContents(); !errors.Is(err, ErrSealed) {
+		t.Fatalf("NeedContents without the key: %v", err)
+	}
+	got, err = ParseManifest(data, reader)
+	if err != nil || got.Sealed || !reflect.DeepEqual(got.Files, m.Files) || got.Label != "nightly" {
+		t.Fatalf("with the key: %+v %v", got, err)
+	}
+
+	other := validManifest()
+	other.ID = "20261125T100000Z"
+	var st storedManifest
+	json.Unmarshal(data, &st)
+	st.ID = other.ID
+	moved, _ := json.Marshal(st)
+	if _, err := ParseManifest(moved, reader); !errors.Is(err, envelope.ErrCorrupt) {
+		t.Fatalf("sealed contents of another backup accepted: %v", err)
+	}
 }

@@ -2,10 +2,12 @@ package catalog
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
+	"github.com/pgkeep/pgkeep/internal/envelope"
 	"github.com/pgkeep/pgkeep/internal/repo"
 	"github.com/pgkeep/pgkeep/internal/wal"
 )
@@ -19,6 +21,9 @@ func LoadHistories(ctx context.Context, r *repo.Repo, ix *WALIndex) (Histories, 
 	h := Histories{}
 	for _, name := range ix.Histories {
 		data, _, err := r.GetObject(ctx, repo.WALKey(name))
+		if errors.Is(err, envelope.ErrEncrypted) {
+			return nil, fmt.Errorf("reading timeline history file %s (stored encrypted by an older pgkeep; newer ones are stored in the clear): %w", name, err)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("reading history file %s: %w", name, err)
 		}
@@ -46,35 +51,50 @@ func (h Histories) descends(t, tli uint32, lsn wal.LSN) bool {
 }
 
 // Chain is the WAL recovery reads from a start point to the end of the
-// archive, following timeline history the way recovery_target_timeline =
-// 'latest' does.
+// archive, following timeline history the way recovery_target_timeline
+// does ('latest' unless told otherwise).
 type Chain struct {
-	Target  uint32  // the newest timeline reachable from the start
-	First   string  // first segment (on the start timeline)
-	Last    string  // last segment present without a gap
-	End     wal.LSN // LSN just past Last
-	Missing string  // first segment missing before the end of the archive, or ""
-	Newest  string  // the newest segment archived on the path
+	Target uint32  // the timeline recovery follows to its end
+	First  string  // first segment (on the start timeline)
+	Last   string  // last segment present without a gap
+	LastAt time.Time // when Last was archived
+	End    wal.LSN // LSN just past Last
+	// Missing is the first segment missing before the end of the archive
+	// ("" when the path is whole), MissingTo the last one of that gap, and
+	// Resume the first segment present after it.
+	Missing, MissingTo, Resume string
+	Newest string // the newest segment archived on the path
 	// NewestAt is when the newest segment on the path was archived.
 	NewestAt time.Time
 }
 
-// ChainFrom follows the archive from start on timeline tli.
-func (ix *WALIndex) ChainFrom(h Histories, tli uint32, start wal.LSN) Chain {
+// Descends reports whether timeline t is tli or descends from it at or
+// after lsn, so that recovery from lsn on tli can follow it.
+func (h Histories) Descends(t, tli uint32, lsn wal.LSN) bool { return h.descends(t, tli, lsn) }
+
+// ChainFrom follows the archive from start on timeline tli to the end of
+// timeline target, or, with target 0, of the newest timeline that descends
+// from tli at or after start (recovery_target_timeline = 'latest').
+func (ix *WALIndex) ChainFrom(h Histories, tli uint32, start wal.LSN, target uint32) Chain {
 	segSize := ix.SegSize
-	target := tli
-	for _, t := range ix.Timelines {
-		if t.Timeline > target && h.descends(t.Timeline, tli, start) {
-			target = t.Timeline
+	if target == 0 {
+		target = tli
+		for _, t := range ix.Timelines {
+			if t.Timeline > target && h.descends(t.Timeline, tli, start) {
+				target = t.Timeline
+			}
 		}
-	}
-	for t := range h { // a history file without segments yet
-		if t > target && h.descends(t, tli, start) {
-			target = t
+		for t := range h { // a history file without segments yet
+			if t > target && h.descends(t, tli, start) {
+				target = t
+			}
 		}
 	}
 	hist := h[target]
 	on := func(lsn wal.LSN) uint32 { return uint32(wal.TimelineOfLSN(hist, wal.TimeLineID(target), lsn)) }
+	// has finds segment no on the path: on the timeline its end belongs to,
+	// else on the one its start belongs to (the segment a switch happened
+	// in is on both; the newer has it whole).
 	has := func(no uint64) (uint32, bool) {
 		for _, t := range []uint32{on(wal.SegmentStartLSN(no+1, segSize) - 1), on(wal.SegmentStartLSN(no, segSize))} {
 			if ix.Timeline(t).Has(no) {
@@ -83,6 +103,9 @@ func (ix *WALIndex) ChainFrom(h Histories, tli uint32, start wal.LSN) Chain {
 		}
 		return 0, false
 	}
+	name := func(no uint64) string {
+		return wal.SegmentName(wal.TimeLineID(on(wal.SegmentStartLSN(no+1, segSize)-1)), no, segSize)
+	}
 	no := wal.SegmentOf(start, segSize)
 	c := Chain{Target: target}
 	c.First = wal.SegmentName(wal.TimeLineID(tli), no, segSize)
@@ -90,10 +113,10 @@ func (ix *WALIndex) ChainFrom(h Histories, tli uint32, start wal.LSN) Chain {
 	var newest uint64
 	var newestTLI uint32
 	for _, t := range ix.Timelines {
-		if t.Segments == 0 {
+		last, ok := t.LastNo()
+		if !ok {
 			continue
 		}
-		last := t.last
 		if t.Timeline != target {
 			onPath := false
 			for _, e := range hist {
@@ -107,7 +130,7 @@ func (ix *WALIndex) ChainFrom(h Histories, tli uint32, start wal.LSN) Chain {
 				continue
 			}
 		}
-		if last >= newest {
+		if newestTLI == 0 || last >= newest {
 			newest, newestTLI = last, t.Timeline
 		}
 		if t.Newest.After(c.NewestAt) {
@@ -120,6 +143,7 @@ func (ix *WALIndex) ChainFrom(h Histories, tli uint32, start wal.LSN) Chain {
 	t0, ok := has(no)
 	if !ok {
 		c.Missing = c.First
+		c.MissingTo, c.Resume = gapEnd(no, newest, has, name)
 		return c
 	}
 	lastTLI := t0
@@ -131,10 +155,22 @@ func (ix *WALIndex) ChainFrom(h Histories, tli uint32, start wal.LSN) Chain {
 		no, lastTLI = no+1, t
 	}
 	c.Last = wal.SegmentName(wal.TimeLineID(lastTLI), no, segSize)
+	c.LastAt = ix.Timeline(lastTLI).ArchivedAt(no)
 	c.End = wal.SegmentStartLSN(no+1, segSize)
-	if no < newest {
-		next := no + 1
-		c.Missing = wal.SegmentName(wal.TimeLineID(on(wal.SegmentStartLSN(next+1, segSize)-1)), next, segSize)
+	if newestTLI != 0 && no < newest {
+		c.Missing = name(no + 1)
+		c.MissingTo, c.Resume = gapEnd(no+1, newest, has, name)
 	}
 	return c
+}
+
+// gapEnd finds, from the missing segment first on, the last missing one
+// and the first present after it (up to newest).
+func gapEnd(first, newest uint64, has func(uint64) (uint32, bool), name func(uint64) string) (to, resume string) {
+	for n := first + 1; n <= newest; n++ {
+		if _, ok := has(n); ok {
+			return name(n - 1), name(n)
+		}
+	}
+	return name(max(first, newest)), ""
 }

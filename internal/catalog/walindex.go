@@ -29,7 +29,7 @@ type TimelineWAL struct {
 	Newest   time.Time `json:"newest_archived_at"`
 	Bytes    int64     `json:"stored_bytes"`
 
-	segs        map[uint64]bool
+	segs        map[uint64]time.Time // segment number -> when it was archived
 	first, last uint64
 	segSize     uint64
 }
@@ -108,34 +108,44 @@ func (ix *WALIndex) Timeline(tli uint32) *TimelineWAL {
 	return nil
 }
 
-// ContiguousEnd returns the LSN just past the last segment reachable from
-// segment no without a gap on this timeline, and whether segment no itself
-// is there.
-func (t *TimelineWAL) ContiguousEnd(no, segSize uint64) (wal.LSN, bool) {
-	if t == nil || !t.segs[no] {
-		return 0, false
+// Has reports whether segment no is archived on this timeline.
+func (t *TimelineWAL) Has(no uint64) bool {
+	if t == nil {
+		return false
 	}
-	for t.segs[no+1] {
-		no++
-	}
-	return wal.SegmentStartLSN(no+1, segSize), true
+	_, ok := t.segs[no]
+	return ok
 }
 
-// Has reports whether segment no is archived on this timeline.
-func (t *TimelineWAL) Has(no uint64) bool { return t != nil && t.segs[no] }
+// ArchivedAt returns when segment no was stored (zero if it is not).
+func (t *TimelineWAL) ArchivedAt(no uint64) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.segs[no]
+}
+
+// LastNo returns the number of the newest segment; ok is false for a
+// timeline without segments.
+func (t *TimelineWAL) LastNo() (no uint64, ok bool) {
+	if t == nil || t.Segments == 0 {
+		return 0, false
+	}
+	return t.last, true
+}
 
 // NewTimelineWAL returns an empty TimelineWAL (for building indexes in
 // tests and tools); Add fills it.
 func NewTimelineWAL(tli uint32, segSize uint64) *TimelineWAL {
-	return &TimelineWAL{Timeline: tli, segs: map[uint64]bool{}, segSize: segSize}
+	return &TimelineWAL{Timeline: tli, segs: map[uint64]time.Time{}, segSize: segSize}
 }
 
 // Add records segment no, archived at t.
 func (t *TimelineWAL) Add(no uint64, at time.Time) {
-	if t.segs[no] {
+	if _, ok := t.segs[no]; ok {
 		return
 	}
-	t.segs[no] = true
+	t.segs[no] = at
 	t.Segments++
 	if at.After(t.Newest) {
 		t.Newest = at
@@ -165,13 +175,4 @@ func (t *TimelineWAL) computeGaps() {
 			t.Gaps = append(t.Gaps, Gap{From: wal.SegmentName(tli, nos[i-1]+1, t.segSize), To: wal.SegmentName(tli, nos[i]-1, t.segSize)})
 		}
 	}
-}
-
-// NewestAt returns when the newest segment of the timeline was archived
-// (zero for a timeline without segments).
-func (t *TimelineWAL) NewestAt() time.Time {
-	if t == nil {
-		return time.Time{}
-	}
-	return t.Newest
 }

@@ -73,9 +73,12 @@ func TestWrapUnwrapAndObjects(t *testing.T) {
 	if _, _, err := envelope.Decode(bytes.NewReader(bad), reader); !errors.Is(err, envelope.ErrCorrupt) {
 		t.Fatalf("tampered object: %v", err)
 	}
-	// The trailer can be read without the key.
-	if sum, err := envelope.ReadTrailer(bytes.NewReader(buf.Bytes())); err != nil || sum != envelope.SumOf(content) {
-		t.Fatalf("trailer: %v %v", sum, err)
+	// The stored bytes are checked, and the trailer read, without the key.
+	if st, err := envelope.CheckStored(bytes.NewReader(buf.Bytes())); err != nil || st.Content != envelope.SumOf(content) || !st.Verified || !st.Encrypted {
+		t.Fatalf("trailer: %+v %v", st, err)
+	}
+	if _, err := envelope.CheckStored(bytes.NewReader(bad)); !errors.Is(err, envelope.ErrCorrupt) {
+		t.Fatalf("damaged ciphertext passed the keyless check: %v", err)
 	}
 
 	// A wrong identity names both sides.

@@ -56,9 +56,13 @@ func TestEncryption(t *testing.T) {
 				})
 			}
 
-			// Readers without the identity are refused, not misled.
-			if r := run(t, nil, append([]string{"list"}, repo.Flags()...)...); r.code == 0 || !strings.Contains(r.stderr, "--age-identity") {
+			// Without the identity, list works (times, LSNs, sizes) but
+			// the contents stay sealed: restore is refused, not misled.
+			if r := run(t, nil, append([]string{"list"}, repo.Flags()...)...); r.code != 0 || strings.Contains(r.stdout, "base/") {
 				t.Fatalf("list without the identity: %s", r)
+			}
+			if r := run(t, nil, append([]string{"restore", "--pgdata", filepath.Join(keys, "norestore")}, repo.Flags()...)...); r.code == 0 || !strings.Contains(r.stderr, "--age-identity") {
+				t.Fatalf("restore without the identity: %s", r)
 			}
 			seg := c.QueryString(t, "SELECT pg_walfile_name(pg_current_wal_lsn())")
 			_ = seg

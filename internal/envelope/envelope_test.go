@@ -97,7 +97,7 @@ func TestFutureVersionRefused(t *testing.T) {
 	var buf bytes.Buffer
 	Encode(&buf, []byte("x"), Compression{Codec: Zstd}, nil)
 	b := buf.Bytes()
-	b[3] = 2
+	b[3] = 3
 	_, _, err := Decode(bytes.NewReader(b), nil)
 	if err == nil || errors.Is(err, ErrCorrupt) {
 		t.Fatalf("want a version error, got %v", err)
@@ -156,5 +156,71 @@ func TestTransportErrorInHeaderIsNotCorruption(t *testing.T) {
 	}
 	if _, _, err := Decode(bytes.NewReader([]byte("PGK")), nil); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("a short object is corrupt, got %v", err)
+	}
+}
+
+// encodeV1 builds a version 1 envelope (as pgkeep wrote before the stored
+// checksum) of content: header, body, 24-byte trailer.
+func encodeV1(t *testing.T, content []byte, c Compression) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	if _, err := Encode(&buf, content, c, nil); err != nil {
+		t.Fatal(err)
+	}
+	v2 := buf.Bytes()
+	v1 := bytes.Clone(v2[:len(v2)-trailerSizeV2])
+	v1[3] = 1
+	v1 = append(v1, v2[len(v2)-trailerSizeV2:len(v2)-trailerSizeV2+16]...)
+	return append(v1, trailerMagicV1[:]...)
+}
+
+func TestVersion1StaysReadable(t *testing.T) {
+	content := testContent(100 << 10)
+	for _, c := range allCompressions {
+		v1 := encodeV1(t, content, c)
+		got, sum, err := Decode(bytes.NewReader(v1), nil)
+		if err != nil || !bytes.Equal(got, content) || sum != SumOf(content) {
+			t.Fatalf("%s: decoding a version 1 envelope: %v", c, err)
+		}
+		st, err := CheckStored(bytes.NewReader(v1))
+		if err != nil || st.Version != 1 || st.Verified || st.Content != SumOf(content) {
+			t.Fatalf("%s: CheckStored of version 1: %+v %v", c, st, err)
+		}
+		flipped := bytes.Clone(v1)
+		flipped[headerSize+len(v1)/3] ^= 0x40
+		if _, _, err := Decode(bytes.NewReader(flipped), nil); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("%s: damaged version 1 decoded: %v", c, err)
+		}
+	}
+}
+
+// TestCheckStored: the stored bytes of a version 2 envelope are verified
+// without decoding, so damage anywhere (header, body, trailer) is caught by
+// a reader that has no key.
+func TestCheckStored(t *testing.T) {
+	content := testContent(300 << 10)
+	var buf bytes.Buffer
+	sum, err := Encode(&buf, content, Compression{Codec: Zstd}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := buf.Bytes()
+	st, err := CheckStored(bytes.NewReader(enc))
+	if err != nil || !st.Verified || st.Version != 2 || st.Content != sum || st.Encrypted || st.Size != int64(len(enc)) {
+		t.Fatalf("CheckStored: %+v %v", st, err)
+	}
+	for _, off := range []int{4, 6, headerSize + 1, len(enc) / 2, len(enc) - trailerSizeV2 - 1, len(enc) - 30, len(enc) - 20, len(enc) - 10} {
+		bad := bytes.Clone(enc)
+		bad[off] ^= 0x10
+		if _, err := CheckStored(bytes.NewReader(bad)); err == nil {
+			t.Errorf("damage at byte %d of %d not caught", off, len(enc))
+		}
+	}
+	if _, err := CheckStored(bytes.NewReader(enc[:len(enc)-1])); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("truncation: %v", err)
+	}
+	boom := errors.New("connection reset")
+	if _, err := CheckStored(io.MultiReader(bytes.NewReader(enc[:len(enc)/2]), &errReader{boom})); !errors.Is(err, boom) {
+		t.Errorf("a transport error must come back as it is: %v", err)
 	}
 }

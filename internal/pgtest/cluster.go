@@ -282,3 +282,7 @@ func Pgbench(t testing.TB, c *Cluster, args ...string) string {
 	}
 	return out
 }
+
+// TryStart starts the server like Start, but returns pg_ctl's error instead
+// of failing the test: for a server that is expected not to come up.
+func (c *Cluster) TryStart(ctx context.Context) error { return c.pg.Start(ctx) }

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -240,7 +241,12 @@ func (r *Repo) Compression() envelope.Compression { return r.comp }
 func (r *Repo) Identity(ctx context.Context) (*Identity, error) {
 	data, _, err := r.getPlain(ctx, IdentityKey)
 	if errors.Is(err, storage.ErrNotFound) {
-		return nil, fmt.Errorf("%w: %s has no %s", ErrNoRepository, r.st.Location(), IdentityKey)
+		// A repair interrupted between removing the old record and
+		// writing the new one left the new one beside it.
+		data, _, err = r.getPlain(ctx, RepairKey)
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil, fmt.Errorf("%w: %s has no %s", ErrNoRepository, r.st.Location(), IdentityKey)
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading repository identity: %w", err)
@@ -265,6 +271,16 @@ func (r *Repo) getPlain(ctx context.Context, key string) ([]byte, envelope.Sum, 
 		return err
 	}, func(s envelope.Sum) { sum = s })
 	return out, sum, err
+}
+
+// PutPlainObject stores content under key, once, as PutObject does, but
+// never encrypted, also in an encrypted repository: for the metadata that
+// writers and readers without the key must read (docs/design.md §10).
+func (r *Repo) PutPlainObject(ctx context.Context, key string, content []byte) (PutResult, error) {
+	if err := r.ensureConfigured(ctx); err != nil {
+		return PutResult{}, err
+	}
+	return r.putPlain(ctx, key, content)
 }
 
 // putPlain stores an object that is never encrypted.
@@ -303,6 +319,11 @@ func parseIdentity(data []byte) (*Identity, error) {
 func (r *Repo) EnsureIdentity(ctx context.Context, want Identity) (*Identity, error) {
 	have, err := r.Identity(ctx)
 	if errors.Is(err, ErrNoRepository) {
+		// The record is written once and every later push is checked
+		// against it: it must only ever hold facts.
+		if err := want.complete(); err != nil {
+			return nil, fmt.Errorf("%w: cannot create the repository's identity record at %s: %v", ErrUnknownCluster, r.st.Location(), err)
+		}
 		if r.recipients != nil {
 			key, err := crypt.NewRepoKey()
 			if err != nil {
@@ -322,6 +343,10 @@ func (r *Repo) EnsureIdentity(ctx context.Context, want Identity) (*Identity, er
 		}
 		want.Format = FormatVersion
 		want.SystemIDString = strconv.FormatUint(want.SystemIdentifier, 10)
+		if want.CreatedBy == "" {
+			host, _ := os.Hostname()
+			want.CreatedBy = "pgkeep on " + host
+		}
 		if want.CreatedAt.IsZero() {
 			want.CreatedAt = time.Now().UTC()
 		}
@@ -348,8 +373,117 @@ func (r *Repo) EnsureIdentity(ctx context.Context, want Identity) (*Identity, er
 	return have, have.Matches(want)
 }
 
+// ErrUnknownCluster means a push or backup could not establish the facts
+// the identity record must hold (system identifier, major version, WAL
+// segment size), so the repository is not created from it.
+var ErrUnknownCluster = errors.New("the cluster's identity is not known")
+
+// complete reports which facts of a new identity record are unknown.
+func (id *Identity) complete() error {
+	var missing []string
+	if id.SystemIdentifier == 0 {
+		missing = append(missing, "system identifier")
+	}
+	if id.PGMajor == 0 {
+		missing = append(missing, "PostgreSQL major version")
+	}
+	if id.WalSegSize == 0 {
+		missing = append(missing, "WAL segment size")
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return fmt.Errorf("the %s of the cluster is unknown; point pgkeep at the data directory (PGDATA or --pgdata) so it can read pg_control", strings.Join(missing, " and "))
+}
+
+// Incomplete reports what the record lacks: an older pgkeep could write the
+// record from a segment pushed without PGDATA, with pg_major 0.
+// 'pgkeep identity --repair' completes it.
+func (id *Identity) Incomplete() error {
+	if id.PGMajor == 0 || id.WalSegSize == 0 {
+		return fmt.Errorf("the repository's identity record is incomplete (pg_major %d, wal_segment_size %d: written from a segment whose cluster was not known); run 'pgkeep identity --repair' on the database host to complete it",
+			id.PGMajor, id.WalSegSize)
+	}
+	return nil
+}
+
+// RepairKey holds a completed identity record while RepairIdentity replaces
+// an incomplete one; readers use it when pgkeep.json is missing.
+const RepairKey = "pgkeep.json.repair"
+
+// RepairIdentity completes an identity record that lacks facts (see
+// Incomplete) with facts read from the cluster itself (pg_control). The
+// record's system identifier must match; everything else it holds (its
+// creation, the encryption setup) is kept. This is the one place pgkeep
+// replaces an object: the completed record is first stored under
+// RepairKey, then pgkeep.json is removed and written anew, then RepairKey
+// is removed, so that an interruption at any point leaves a complete
+// record readable (Identity falls back to RepairKey) and never lets a
+// writer create a new repository, with a new key, over the old one.
+func (r *Repo) RepairIdentity(ctx context.Context, facts Identity) (*Identity, error) {
+	have, err := r.Identity(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if have.Incomplete() == nil {
+		if _, err := r.st.Stat(ctx, IdentityKey); errors.Is(err, storage.ErrNotFound) {
+			// An interrupted repair: finish it below.
+		} else if err != nil {
+			return nil, err
+		} else {
+			r.st.Delete(ctx, RepairKey)
+			return have, have.Matches(facts)
+		}
+	}
+	if err := facts.complete(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnknownCluster, err)
+	}
+	if have.SystemIdentifier != facts.SystemIdentifier {
+		return nil, fmt.Errorf("%w: the repository holds cluster %d but this is cluster %d; nothing was changed",
+			ErrForeignCluster, have.SystemIdentifier, facts.SystemIdentifier)
+	}
+	if have.WalSegSize != 0 && have.WalSegSize != facts.WalSegSize {
+		return nil, fmt.Errorf("%w: the repository holds WAL segments of %d bytes but this cluster uses %d; nothing was changed",
+			ErrForeignCluster, have.WalSegSize, facts.WalSegSize)
+	}
+	fixed := *have
+	fixed.PGMajor, fixed.WalSegSize = facts.PGMajor, facts.WalSegSize
+	fixed.Format = FormatVersion
+	data, err := json.MarshalIndent(&fixed, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if _, err := r.putPlain(ctx, RepairKey, data); err != nil && !errors.Is(err, ErrConflict) {
+		return nil, fmt.Errorf("storing the repaired identity record: %w", err)
+	} else if err != nil {
+		// A repair record from an earlier try: it must say the same.
+		old, _, gerr := r.getPlain(ctx, RepairKey)
+		if gerr != nil {
+			return nil, gerr
+		}
+		prev, perr := parseIdentity(old)
+		if perr != nil || prev.SystemIdentifier != fixed.SystemIdentifier || prev.PGMajor != fixed.PGMajor || prev.WalSegSize != fixed.WalSegSize {
+			return nil, fmt.Errorf("%s from an earlier repair disagrees with this cluster; inspect it and remove it by hand", RepairKey)
+		}
+		data = old
+	}
+	if err := r.st.Delete(ctx, IdentityKey); err != nil {
+		return nil, fmt.Errorf("removing the incomplete identity record: %w", err)
+	}
+	if _, err := r.putPlain(ctx, IdentityKey, data); err != nil {
+		return nil, fmt.Errorf("writing the repaired identity record (the repository stays readable through %s): %w", RepairKey, err)
+	}
+	if err := r.st.Delete(ctx, RepairKey); err != nil {
+		return nil, fmt.Errorf("removing %s after the repair: %w", RepairKey, err)
+	}
+	return &fixed, nil
+}
+
 // Matches reports whether other describes the same cluster.
 func (id *Identity) Matches(other Identity) error {
+	if err := id.Incomplete(); err != nil && id.SystemIdentifier == other.SystemIdentifier {
+		return fmt.Errorf("%w: %v", ErrForeignCluster, err)
+	}
 	if id.SystemIdentifier != other.SystemIdentifier {
 		return fmt.Errorf("%w: the repository holds cluster %d (PostgreSQL %d) but this is cluster %d; use a separate repository (or prefix) per cluster",
 			ErrForeignCluster, id.SystemIdentifier, id.PGMajor, other.SystemIdentifier)
@@ -516,11 +650,13 @@ func WALKey(name string) string {
 // WALPrefix is the prefix of every archived WAL file.
 const WALPrefix = "wal/"
 
-// StoredSum returns the content size and checksum an object's trailer
-// records, verified against the stored bytes when the object can be
-// decrypted (always, for a plaintext repository). For an encrypted object
-// this process cannot open, the trailer is read as it is: the content
-// comparison of write-once puts needs no key.
+// StoredSum returns the content size and checksum of the object under key,
+// verified against what is stored. When this process can decrypt the
+// object (always, in a plaintext repository) the whole content is read and
+// checked. Otherwise the stored bytes are checked against their own
+// checksum (envelope version 2), which proves them intact without the key;
+// a version 1 object has no such checksum and its trailer is taken as it
+// is. Damage is an error wrapping envelope.ErrCorrupt.
 func (r *Repo) StoredSum(ctx context.Context, key string) (envelope.Sum, error) {
 	if enc, canRead := r.Encrypted(); !enc || canRead {
 		var sum envelope.Sum
@@ -530,11 +666,24 @@ func (r *Repo) StoredSum(ctx context.Context, key string) (envelope.Sum, error) 
 		}, func(s envelope.Sum) { sum = s })
 		return sum, err
 	}
-	var sum envelope.Sum
+	st, err := r.CheckStored(ctx, key)
+	return st.Content, err
+}
+
+// CheckStored checks the stored bytes of the object under key without
+// decoding it and without a key (see envelope.CheckStored).
+func (r *Repo) CheckStored(ctx context.Context, key string) (envelope.Stored, error) {
+	var st envelope.Stored
 	err := r.st.Get(ctx, key, func(rd io.Reader) error {
-		s, err := envelope.ReadTrailer(rd)
-		sum = s
-		return err
+		s, err := envelope.CheckStored(rd)
+		st = s
+		return classifyRead(err)
 	})
-	return sum, err
+	if errors.Is(err, envelope.ErrCorrupt) {
+		return st, fmt.Errorf("object %s in %s: %w", key, r.st.Location(), err)
+	}
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return st, fmt.Errorf("reading %s: %w", key, err)
+	}
+	return st, err
 }

@@ -17,7 +17,7 @@ import (
 // pg_control to its temporary name.
 func TestCreateFilesKeepsWrittenData(t *testing.T) {
 	pgdata := t.TempDir()
-	m := &catalog.Manifest{
+	m := &catalog.Manifest{Contents: catalog.Contents{
 		Dirs: []catalog.Dir{{Path: "base"}, {Path: "base/5"}, {Path: "global"}},
 		Files: []catalog.File{
 			{Path: "base/5/1259", Size: 3 * 8192}, // written first, with a hole at its end
@@ -25,7 +25,7 @@ func TestCreateFilesKeepsWrittenData(t *testing.T) {
 			{Path: "base/5/empty", Size: 0},
 			{Path: "global/pg_control", Size: 8192},
 		},
-	}
+	}}
 	if _, err := layout(pgdata, m, nil); err != nil {
 		t.Fatal(err)
 	}

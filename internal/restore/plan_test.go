@@ -8,17 +8,18 @@ import (
 
 	"github.com/pgkeep/pgkeep/internal/catalog"
 	"github.com/pgkeep/pgkeep/internal/wal"
+	"github.com/pgkeep/pgkeep/internal/walrec"
 )
 
 const segSize = 16 << 20
 
 func manifest(id string, stop time.Time, startLSN, stopLSN wal.LSN) *catalog.Manifest {
-	return &catalog.Manifest{
+	return &catalog.Manifest{Summary: catalog.Summary{
 		ID: id, StopTime: stop, StartTime: stop.Add(-time.Minute), Timeline: 1, WalSegSize: segSize,
 		StartLSN: startLSN.String(), StopLSN: stopLSN.String(),
 		StartWAL: wal.SegmentName(1, wal.SegmentOf(startLSN, segSize), segSize),
 		StopWAL:  wal.SegmentName(1, wal.SegmentOf(stopLSN-1, segSize), segSize),
-	}
+	}}
 }
 
 // index builds a WAL index holding segments [from, to] on timeline 1,
@@ -82,7 +83,7 @@ func TestChooseBackup(t *testing.T) {
 			if c.ix != nil {
 				x = c.ix
 			}
-			got, err := ChooseBackup(bs, x, nil, c.id, c.target)
+			got, _, err := ChooseBackup(bs, x, nil, c.id, c.target)
 			if c.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
 					t.Fatalf("got %v, want error containing %q", err, c.wantErr)
@@ -103,7 +104,7 @@ func TestUnreachableIsTyped(t *testing.T) {
 	t0 := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
 	b := manifest("20261124T095900Z", t0, 0x2000028, 0x2000200)
 	before := t0.Add(-time.Hour)
-	_, err := ChooseBackup([]*catalog.Manifest{b}, index(t, 2, 3, t0), nil, "", Target{Time: &before})
+	_, _, err := ChooseBackup([]*catalog.Manifest{b}, index(t, 2, 3, t0), nil, "", Target{Time: &before})
 	if !errors.Is(err, ErrUnreachable) {
 		t.Fatalf("got %v, want ErrUnreachable", err)
 	}
@@ -139,5 +140,112 @@ func TestRecoveryConf(t *testing.T) {
 		if !strings.Contains(conf, want) {
 			t.Errorf("recovery settings lack %q:\n%s", want, conf)
 		}
+	}
+}
+
+// TestGapRefused: a segment missing between the backup and the newest WAL
+// is a gap: a restore to the end of the archive is refused, naming the
+// range, how far recovery could go and the way out; a target that recovery
+// reaches before the gap restores up to it on purpose.
+func TestGapRefused(t *testing.T) {
+	t0 := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
+	b := manifest("20261124T095900Z", t0, 0x2000028, 0x2000200) // segment 2
+	b.PGMajor = 15
+	tl := catalog.NewTimelineWAL(1, segSize)
+	for n := uint64(2); n <= 9; n++ {
+		if n != 5 && n != 6 {
+			tl.Add(n, t0.Add(time.Duration(n)*time.Minute))
+		}
+	}
+	ix := &catalog.WALIndex{SegSize: segSize, Timelines: []*catalog.TimelineWAL{tl}}
+	at := func(d time.Duration) *time.Time { v := t0.Add(d); return &v }
+	lsn := func(l wal.LSN) *wal.LSN { return &l }
+	edge := Edge{LastRecord: 0x4FFFF80, End: 0x4FFFFA8, LastMoment: &walrec.Moment{Kind: "commit", Time: t0.Add(4 * time.Minute)}}
+
+	_, c, err := ChooseBackup([]*catalog.Manifest{b}, ix, nil, "", Target{})
+	if err != nil || c.Missing != "000000010000000000000005" || c.MissingTo != "000000010000000000000006" || c.Resume != "000000010000000000000007" {
+		t.Fatalf("chain: %+v %v", c, err)
+	}
+	_, err = CheckGap(b, c, edge, Target{})
+	if !errors.Is(err, ErrGap) {
+		t.Fatalf("restore to the end across a gap: %v", err)
+	}
+	for _, want := range []string{"000000010000000000000005..000000010000000000000006", "LSN 0/4FFFFA8", "--target-lsn 0/4FFFF80", "--target-time before 2026-11-24 10:04:00",
+		"000000010000000000000007 to 000000010000000000000009", "Nothing was written"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the refusal does not say %q: %v", want, err)
+		}
+	}
+	for name, target := range map[string]Target{
+		"lsn at the last record": {LSN: lsn(0x4FFFF80)},
+		"lsn before the gap":     {LSN: lsn(0x3000100)},
+		"time before the last":   {Time: at(3 * time.Minute)},
+		"earliest consistent":    {Immediate: true},
+		"restore point by name":  {Name: "before-migration"},
+	} {
+		_, c, err := ChooseBackup([]*catalog.Manifest{b}, ix, nil, "", target)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if ok, err := CheckGap(b, c, edge, target); err != nil || !ok {
+			t.Errorf("%s: %v %v", name, ok, err)
+		}
+	}
+	for name, target := range map[string]Target{
+		"lsn past the last record":           {LSN: lsn(0x4FFFFA8)},
+		"lsn beyond the gap":                 {LSN: lsn(0x7000100)},
+		"time of the last commit":            {Time: at(4 * time.Minute)}, // recovery needs a later commit to stop
+		"time beyond the gap":                {Time: at(8 * time.Minute)},
+		"lsn with the edge unknown":          {LSN: lsn(0x4000000)},
+		"time with no commit before the gap": {Time: at(time.Minute)},
+	} {
+		e := edge
+		switch name {
+		case "lsn with the edge unknown":
+			e = Edge{}
+		case "time with no commit before the gap":
+			e.LastMoment = nil
+		}
+		_, c, _ := ChooseBackup([]*catalog.Manifest{b}, ix, nil, "", target)
+		if _, err := CheckGap(b, c, e, target); !errors.Is(err, ErrGap) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	// On PostgreSQL 12 a name target past the end promotes: no end marker.
+	b12 := *b
+	b12.PGMajor = 12
+	if ok, err := CheckGap(&b12, c, edge, Target{Name: "x"}); err != nil || ok {
+		t.Fatalf("name target on 12: %v %v", ok, err)
+	}
+	// The newest segment missing is the end of the archive, not a gap.
+	if _, c, err := ChooseBackup([]*catalog.Manifest{b}, index(t, 2, 6, t0), nil, "", Target{}); err != nil || c.Missing != "" {
+		t.Fatalf("no gap: %+v %v", c, err)
+	}
+}
+
+// TestGapOnTheFollowedTimeline: with recovery_target_timeline 'latest', a
+// gap on the newer timeline is a gap; following the backup's own timeline
+// ('current') it is not on the path.
+func TestGapOnTheFollowedTimeline(t *testing.T) {
+	t0 := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
+	b := manifest("20261124T095900Z", t0, 0x2000028, 0x2000200)
+	t1 := catalog.NewTimelineWAL(1, segSize)
+	for n := uint64(2); n <= 5; n++ {
+		t1.Add(n, t0)
+	}
+	t2 := catalog.NewTimelineWAL(2, segSize)
+	for _, n := range []uint64{4, 6, 7} { // 5 is missing on timeline 2
+		t2.Add(n, t0)
+	}
+	ix := &catalog.WALIndex{SegSize: segSize, Timelines: []*catalog.TimelineWAL{t1, t2}}
+	h := catalog.Histories{2: {{TLI: 1, SwitchLSN: 0x4000100}}}
+	if _, c, err := ChooseBackup([]*catalog.Manifest{b}, ix, h, "", Target{}); err != nil || c.Missing != "000000020000000000000005" {
+		t.Fatalf("gap on timeline 2: %+v %v", c, err)
+	}
+	if _, c, err := ChooseBackup([]*catalog.Manifest{b}, ix, h, "", Target{Timeline: "current"}); err != nil || c.Missing != "" || c.Target != 1 {
+		t.Fatalf("following timeline 1: %+v %v", c, err)
+	}
+	if _, _, err := ChooseBackup([]*catalog.Manifest{b}, ix, h, "", Target{Timeline: "3"}); !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("a timeline that does not exist: %v", err)
 	}
 }

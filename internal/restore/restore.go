@@ -20,6 +20,7 @@ import (
 	"github.com/pgkeep/pgkeep/internal/envelope"
 	"github.com/pgkeep/pgkeep/internal/progress"
 	"github.com/pgkeep/pgkeep/internal/repo"
+	"github.com/pgkeep/pgkeep/internal/walarchive"
 )
 
 // Options configures a restore.
@@ -91,9 +92,23 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := ChooseBackup(backups, ix, hist, opts.BackupID, opts.Target)
+	m, chain, err := ChooseBackup(backups, ix, hist, opts.BackupID, opts.Target)
 	if err != nil {
 		return nil, err
+	}
+	if err := m.NeedContents(); err != nil {
+		return nil, err
+	}
+	endAtGap := false
+	if chain.Missing != "" {
+		edge, err := ReadEdge(ctx, r, chain, m.PGMajor, id.WalSegSize)
+		if err != nil {
+			return nil, err
+		}
+		if endAtGap, err = CheckGap(m, chain, edge, opts.Target); err != nil {
+			return nil, err
+		}
+		rep.Logf("WARNING: the archive has a gap (%s..%s missing) after LSN %s: recovery ends there at the latest; the target must lie before it", chain.Missing, chain.MissingTo, chain.End)
 	}
 	for oid := range opts.TablespaceMap {
 		found := false
@@ -124,6 +139,13 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	}
 	if err := writeRecovery(opts.PGData, m, opts, tsMap); err != nil {
 		return nil, err
+	}
+	if endAtGap {
+		// The operator chose to restore up to the gap: its first segment
+		// is the end of the archive for this recovery.
+		if err := os.WriteFile(filepath.Join(opts.PGData, walarchive.ArchiveEndMarker), []byte(chain.Missing+"\n"), 0o600); err != nil {
+			return nil, fmt.Errorf("writing %s: %w", walarchive.ArchiveEndMarker, err)
+		}
 	}
 	if err := syncTree(opts.PGData, tsMap); err != nil {
 		return nil, err

@@ -2,13 +2,13 @@ package retention
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/pgkeep/pgkeep/internal/catalog"
+	"github.com/pgkeep/pgkeep/internal/envelope"
 	"github.com/pgkeep/pgkeep/internal/repo"
 	"github.com/pgkeep/pgkeep/internal/storage"
 	"github.com/pgkeep/pgkeep/internal/wal"
@@ -32,14 +32,15 @@ func Gather(ctx context.Context, r *repo.Repo, now time.Time) (Input, error) {
 	for _, e := range entries {
 		if !e.Complete {
 			inc := Incomplete{ID: e.ID, LastWrite: e.Modified}
-			data, _, err := r.GetObject(ctx, catalog.StartedKey(e.ID))
-			if err == nil {
-				var s catalog.Started
-				if json.Unmarshal(data, &s) == nil {
-					inc.StartLSN, _ = wal.ParseLSN(s.StartLSN)
-					inc.Timeline = s.Timeline
-				}
-			} else if !errors.Is(err, storage.ErrNotFound) {
+			s, err := catalog.ReadStarted(ctx, r, e.ID)
+			switch {
+			case err == nil:
+				inc.StartLSN, _ = wal.ParseLSN(s.StartLSN)
+				inc.Timeline = s.Timeline
+			case errors.Is(err, storage.ErrNotFound), errors.Is(err, envelope.ErrCorrupt), errors.Is(err, envelope.ErrEncrypted):
+				// Unknown start (none, damaged, or encrypted by an older
+				// pgkeep): the planner keeps all WAL while it may run.
+			default:
 				return Input{}, err
 			}
 			in.Incomplete = append(in.Incomplete, inc)

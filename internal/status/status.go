@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pgkeep/pgkeep/internal/catalog"
+	"github.com/pgkeep/pgkeep/internal/pgstat"
 	"github.com/pgkeep/pgkeep/internal/progress"
 	"github.com/pgkeep/pgkeep/internal/repo"
 	"github.com/pgkeep/pgkeep/internal/storage"
@@ -17,6 +18,8 @@ import (
 
 // Status is what `pgkeep status` reports.
 type Status struct {
+	sysID uint64
+
 	Repository       string     `json:"repository"`
 	SystemIdentifier string     `json:"system_identifier"`
 	PGMajor          int        `json:"pg_major"`
@@ -31,10 +34,24 @@ type Status struct {
 	// RPOSeconds estimates how much committed work a loss right now would
 	// cost: the time since the newest WAL reached the repository.
 	RPOSeconds *float64 `json:"rpo_seconds,omitempty"`
-	Window     *Window  `json:"recoverable_window,omitempty"`
-	Gaps       []string `json:"wal_gaps"`
-	Size       Sizes    `json:"size_bytes"`
-	Problems   []string `json:"problems"`
+	// RPOBasis says in one line what the RPO estimate measures and what
+	// bounds it.
+	RPOBasis string   `json:"rpo_basis"`
+	Window   *Window  `json:"recoverable_window,omitempty"`
+	Gaps     []string `json:"wal_gaps"`
+	Size     Sizes    `json:"size_bytes"`
+	// Server is what the database server said, when status reached it.
+	Server   *Server  `json:"server,omitempty"`
+	Problems []string `json:"problems"`
+	// Warnings are settings to fix that do not make status fail.
+	Warnings []string `json:"warnings"`
+}
+
+// Server is the database server's side of the status.
+type Server struct {
+	Checked  bool             `json:"checked"`
+	Note     string           `json:"note,omitempty"` // why it was not checked
+	Archiver *pgstat.Archiver `json:"archiver,omitempty"`
 }
 
 // Window is the span of restorable moments.
@@ -61,7 +78,8 @@ func Compute(ctx context.Context, r *repo.Repo, now time.Time) (*Status, error) 
 	if err != nil {
 		return nil, err
 	}
-	s := &Status{Repository: r.Location(), SystemIdentifier: id.SystemIDString, PGMajor: id.PGMajor, Now: now, Gaps: []string{}, Problems: []string{}}
+	s := &Status{Repository: r.Location(), SystemIdentifier: id.SystemIDString, PGMajor: id.PGMajor, Now: now, Gaps: []string{}, Problems: []string{}, Warnings: []string{}}
+	s.sysID = id.SystemIdentifier
 	entries, err := catalog.Scan(ctx, r.Storage())
 	if err != nil {
 		return nil, err
@@ -131,7 +149,7 @@ func Compute(ctx context.Context, r *repo.Repo, now time.Time) (*Status, error) 
 		return nil, err
 	}
 	for _, b := range backups {
-		c := ix.ChainFrom(hist, b.Timeline, b.Start())
+		c := ix.ChainFrom(hist, b.Timeline, b.Start(), 0)
 		if c.Last == "" || c.End < b.Stop() {
 			s.Problems = append(s.Problems, fmt.Sprintf("backup %s is missing WAL %s..%s and cannot be restored", b.ID, b.StartWAL, b.StopWAL))
 			continue
@@ -146,7 +164,48 @@ func Compute(ctx context.Context, r *repo.Repo, now time.Time) (*Status, error) 
 	if s.Window == nil && len(backups) > 0 {
 		s.Problems = append(s.Problems, "no backup is restorable")
 	}
+	s.explainRPO()
 	return s, nil
+}
+
+// AddServer adds what the database server says (arch, or the error met
+// reaching it): a failing archiver is a problem, an archive_timeout that
+// leaves the RPO unbounded (or above maxRPO) a warning. A server of
+// another cluster than the repository's is not judged.
+func (s *Status) AddServer(arch *pgstat.Archiver, err error, maxRPO time.Duration) {
+	switch {
+	case err != nil:
+		s.Server = &Server{Note: "not reached: " + err.Error()}
+	case arch.SystemIdentifier != s.sysID:
+		s.Server = &Server{Note: fmt.Sprintf("the server reached is cluster %d, not this repository's (%s): not checked", arch.SystemIdentifier, s.SystemIdentifier)}
+	default:
+		s.Server = &Server{Checked: true, Archiver: arch}
+		if arch.Failing() {
+			s.Problems = append(s.Problems, arch.FailureText())
+		}
+		if w := arch.RPOWarning(maxRPO); w != "" {
+			s.Warnings = append(s.Warnings, w)
+		}
+	}
+	s.explainRPO()
+}
+
+// explainRPO fills RPOBasis.
+func (s *Status) explainRPO() {
+	if s.RPOSeconds == nil {
+		s.RPOBasis = "no WAL in the repository: everything committed since the newest backup's WAL would be lost"
+		return
+	}
+	b := fmt.Sprintf("the age of the newest WAL in the repository (%s): what a loss of the database host now would cost a server that writes all the time", dur(*s.RPOSeconds))
+	switch {
+	case s.Server == nil || !s.Server.Checked:
+		b += "; the server was not checked, so what bounds it on a quiet server is unknown"
+	case s.Server.Archiver.Timeout == 0:
+		b += "; archive_timeout is 0, so on a quiet server it has no bound"
+	default:
+		b += fmt.Sprintf("; archive_timeout %s bounds it on a quiet server (plus one upload)", time.Duration(s.Server.Archiver.Timeout))
+	}
+	s.RPOBasis = b
 }
 
 func secs(d time.Duration) *float64 {
@@ -196,11 +255,27 @@ func (s *Status) String() string {
 	}
 	if s.NewestWALAt != nil {
 		fmt.Fprintf(&b, "newest WAL        %s, archived %s ago\n", s.NewestWAL, dur(*s.WALAgeSeconds))
-		fmt.Fprintf(&b, "RPO estimate      %s (work committed since the newest archived WAL)\n", dur(*s.RPOSeconds))
+		fmt.Fprintf(&b, "RPO estimate      %s\n", dur(*s.RPOSeconds))
+	}
+	fmt.Fprintf(&b, "RPO basis         %s\n", s.RPOBasis)
+	if sv := s.Server; sv != nil {
+		if sv.Checked {
+			a := sv.Archiver
+			last := "never"
+			if a.LastArchivedAt != nil {
+				last = fmt.Sprintf("%s at %s", a.LastArchivedWAL, a.LastArchivedAt.UTC().Format(time.RFC3339))
+			}
+			fmt.Fprintf(&b, "server archiver   last archived %s; %d failures in all\n", last, a.FailedCount)
+		} else {
+			fmt.Fprintf(&b, "server            %s\n", sv.Note)
+		}
 	}
 	fmt.Fprintf(&b, "size              %s total: WAL %s, backups %s, incomplete backups %s\n", progress.Bytes(s.Size.Total), progress.Bytes(s.Size.WAL), progress.Bytes(s.Size.Backups), progress.Bytes(s.Size.Garbage))
 	for _, g := range s.Gaps {
 		fmt.Fprintf(&b, "WAL gap           %s\n", g)
+	}
+	for _, w := range s.Warnings {
+		fmt.Fprintf(&b, "WARNING           %s\n", w)
 	}
 	for _, p := range s.Problems {
 		fmt.Fprintf(&b, "PROBLEM           %s\n", p)

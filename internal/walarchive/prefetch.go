@@ -177,7 +177,9 @@ func inRecovery(pgdata string) bool {
 	return false
 }
 
-// CleanSpool removes the prefetch spool of pgdata.
+// CleanSpool removes the prefetch spool of pgdata, and the marker of an
+// archive ended on purpose (ArchiveEndMarker): recovery is over.
 func CleanSpool(pgdata string) error {
+	os.Remove(filepath.Join(pgdata, ArchiveEndMarker))
 	return os.RemoveAll(filepath.Join(pgdata, PrefetchDir))
 }

@@ -86,7 +86,14 @@ func Push(ctx context.Context, r *repo.Repo, path string, opts PushOptions) (Pus
 		}
 	}
 	// Encoded after EnsureIdentity: a repository it creates may encrypt.
-	enc, err := encodeFile(path, r.Compression(), r.Cipher())
+	// Timeline history files stay readable without the key (they hold
+	// timeline numbers and switch points: what status and expire follow),
+	// like the other metadata of docs/design.md §10.
+	ci := r.Cipher()
+	if kind == wal.KindTimelineHistory {
+		ci = nil
+	}
+	enc, err := encodeFile(path, r.Compression(), ci)
 	if err != nil {
 		return PushResult{}, err
 	}
@@ -220,10 +227,11 @@ type FetchOptions struct {
 // Fetch restores the archived WAL file name into dest, for restore_command.
 // It writes dest only with verified content, atomically (a temporary file
 // renamed into place). If the repository positively does not have the file
-// it returns an error wrapping ErrNotArchived; every other failure
-// (unreachable storage, no repository at that location, corruption) is a
-// different error, because PostgreSQL takes "not found" as the end of the
-// archive.
+// and it lies at the end of the archive, it returns an error wrapping
+// ErrNotArchived; a segment missing while later WAL that recovery would
+// replay is there is a gap (ErrGap). Every other failure (unreachable
+// storage, no repository at that location, corruption) is a different
+// error too, because PostgreSQL takes "not found" as the end of the archive.
 func Fetch(ctx context.Context, r *repo.Repo, name, dest string, opts FetchOptions) error {
 	kind, err := wal.Classify(name)
 	if err != nil {
@@ -240,7 +248,11 @@ func Fetch(ctx context.Context, r *repo.Repo, name, dest string, opts FetchOptio
 	if err != nil {
 		return fmt.Errorf("fetching %s: %w", name, err)
 	}
-	if err := fetchInto(ctx, r, name, dest, id.WalSegSize); err != nil {
+	fetch := fetchInto
+	if kind == wal.KindSegment {
+		fetch = fetchOrGap
+	}
+	if err := fetch(ctx, r, name, dest, id.WalSegSize); err != nil {
 		return err
 	}
 	if spool != "" {
@@ -317,7 +329,7 @@ func fetchInto(ctx context.Context, r *repo.Repo, name, dest string, segSize uin
 // (PGDATA/pgkeep_prefetch): once a cluster archives, it has been promoted
 // and the spool is stale.
 func removePrefetchSpool(pgdata string) {
-	os.RemoveAll(filepath.Join(pgdata, PrefetchDir))
+	CleanSpool(pgdata)
 }
 
 // PrefetchDir is the wal-fetch prefetch spool, relative to PGDATA.
