@@ -54,16 +54,16 @@ func (h Histories) descends(t, tli uint32, lsn wal.LSN) bool {
 // archive, following timeline history the way recovery_target_timeline
 // does ('latest' unless told otherwise).
 type Chain struct {
-	Target uint32  // the timeline recovery follows to its end
-	First  string  // first segment (on the start timeline)
-	Last   string  // last segment present without a gap
+	Target uint32    // the timeline recovery follows to its end
+	First  string    // first segment (on the start timeline)
+	Last   string    // last segment present without a gap
 	LastAt time.Time // when Last was archived
-	End    wal.LSN // LSN just past Last
+	End    wal.LSN   // LSN just past Last
 	// Missing is the first segment missing before the end of the archive
 	// ("" when the path is whole), MissingTo the last one of that gap, and
 	// Resume the first segment present after it.
 	Missing, MissingTo, Resume string
-	Newest string // the newest segment archived on the path
+	Newest                     string // the newest segment archived on the path
 	// NewestAt is when the newest segment on the path was archived.
 	NewestAt time.Time
 }

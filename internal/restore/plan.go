@@ -222,7 +222,6 @@ func CheckGap(m *catalog.Manifest, c catalog.Chain, e Edge, t Target) (accepted 
 		ErrGap, c.Missing, c.MissingTo, m.ID, reach, after, what, ways)
 }
 
-
 // timeline resolves --target-timeline for a restore of m: 0 for 'latest'
 // (the newest timeline that descends from m's), m's own for 'current', or
 // the number given, which must descend from m's timeline after its start.

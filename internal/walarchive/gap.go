@@ -131,4 +131,3 @@ func fetchOrGap(ctx context.Context, r *repo.Repo, name, dest string, segSize ui
 		}
 	}
 }
-
