@@ -96,6 +96,7 @@ install_pg() {
 	mkdir -p "$PG_ROOT"
 	chmod 0755 "$PG_ROOT" "$(dirname "$PG_ROOT")" 2>/dev/null || true
 	local tmp
+	rm -rf "$PG_ROOT/.install-$major."* # left by an interrupted install
 	tmp=$(mktemp -d "$PG_ROOT/.install-$major.XXXXXX")
 	chmod 0755 "$tmp"
 	(cd "$tmp" && npm pack --silent "$build" >/dev/null)
