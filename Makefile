@@ -9,8 +9,9 @@ export CGO_ENABLED = 0
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/pgkeep ./cmd/pgkeep
 
-# Installs what the tests need (PostgreSQL 15, MinIO built into a cache
-# directory), then runs every test, S3 ones against a real MinIO.
+# Installs what the tests need (PostgreSQL 15 from Debian, server builds
+# of 12 to 18, MinIO built into a cache directory), then runs every test:
+# S3 ones against a real MinIO, TestVersions on every major.
 test: test-deps build
 	$(GO) test -count=1 -timeout 30m ./...
 

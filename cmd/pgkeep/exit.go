@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/pgkeep/pgkeep/internal/envelope"
+	"github.com/pgkeep/pgkeep/internal/pgversion"
 	"github.com/pgkeep/pgkeep/internal/repo"
 	"github.com/pgkeep/pgkeep/internal/restore"
 )
@@ -22,7 +23,7 @@ const (
 	exitUsage = 2
 	// exitRefused: pgkeep refused to do something unsafe (different content
 	// under an archived name, a file from another cluster, a non-empty
-	// target directory).
+	// target directory, a PostgreSQL version it does not support).
 	exitRefused = 3
 	// exitCorrupt: stored data failed verification.
 	exitCorrupt = 4
@@ -74,7 +75,7 @@ func exitCode(err error, stderr io.Writer) int {
 	case errors.As(err, &ue):
 		code = exitUsage
 	case errors.Is(err, repo.ErrConflict), errors.Is(err, repo.ErrForeignCluster), errors.Is(err, errRefused),
-		errors.Is(err, restore.ErrNotEmpty), errors.Is(err, repo.ErrKeys):
+		errors.Is(err, restore.ErrNotEmpty), errors.Is(err, repo.ErrKeys), errors.Is(err, pgversion.ErrUnsupported):
 		code = exitRefused
 	case errors.Is(err, envelope.ErrCorrupt):
 		code = exitCorrupt

@@ -156,8 +156,8 @@ func (a *app) newPinCmd(pin bool) *cobra.Command {
 
 func (a *app) newVerifyCmd() *cobra.Command {
 	var (
-		backupID, targetTime, targetLSN string
-		drill, asJSON, quiet, keep      bool
+		backupID, targetTime, targetLSN, binDir string
+		drill, asJSON, quiet, keep              bool
 	)
 	cmd := &cobra.Command{
 		Use:   "verify",
@@ -171,7 +171,14 @@ Exits 0 only when everything checks out (4 when damage was found).
 With --restore it also runs a real drill: restore the backup into a
 temporary directory, start PostgreSQL on a free port, replay to the end of
 the archive (or the target), run pg_amcheck on every database, report the
-restore time and the LSN and time recovered to, and clean up.`,
+restore time and the LSN and time recovered to, and clean up.
+
+The drill runs the server programs of the backup's PostgreSQL major
+version: from --pg-bindir, else from where packages install them
+(/usr/lib/postgresql/N/bin, /usr/pgsql-N/bin), pg_config or PATH. pg_amcheck
+(PostgreSQL 14 or later) checks heap and indexes; on PostgreSQL 12 and 13,
+whose amcheck has no heap check, bt_index_check checks every B-tree index
+against its table.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			r, cfg, err := a.openRepo(cmd)
@@ -192,7 +199,7 @@ restore time and the LSN and time recovered to, and clean up.`,
 				if err != nil {
 					return &usageError{err}
 				}
-				d, err := verify.Drill(ctx, r, verify.DrillOptions{BackupID: backupID, Target: t, Workers: cfg.Workers,
+				d, err := verify.Drill(ctx, r, verify.DrillOptions{BackupID: backupID, Target: t, Workers: cfg.Workers, BinDir: binDir,
 					RestoreCommand: restoreCommand(cfg), RecoveryEndCommand: recoveryEndCommand(), Keep: keep, Progress: a.progress(quiet || asJSON)})
 				if err != nil {
 					return err
@@ -227,7 +234,7 @@ restore time and the LSN and time recovered to, and clean up.`,
 						if d.RecoveredTo != nil {
 							fmt.Fprintf(a.stdout, " (last commit %s)", d.RecoveredTo.UTC().Format(time.RFC3339))
 						}
-						fmt.Fprintf(a.stdout, "; pg_amcheck passed on %d databases\n", d.Databases)
+						fmt.Fprintf(a.stdout, "; %s passed on %d databases (PostgreSQL %d)\n", d.Check, d.Databases, d.PGMajor)
 					} else {
 						fmt.Fprintf(a.stdout, "restore drill of %s FAILED: %s\n", d.Backup, d.Failure)
 					}
@@ -248,6 +255,7 @@ restore time and the LSN and time recovered to, and clean up.`,
 	f.StringVar(&targetTime, "target-time", "", "with --restore: recover to this moment")
 	f.StringVar(&targetLSN, "target-lsn", "", "with --restore: recover to this LSN")
 	f.BoolVar(&keep, "keep", false, "with --restore: keep the restored directory (stopped)")
+	f.StringVar(&binDir, "pg-bindir", "", "with --restore: directory of the server programs (postgres, pg_ctl) of the backup's PostgreSQL major version (default: where packages install them)")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	f.BoolVarP(&quiet, "quiet", "q", false, "no progress output")
 	return cmd

@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgkeep/pgkeep/internal/pgversion"
 	"github.com/pgkeep/pgkeep/internal/wal"
 )
 
@@ -14,6 +15,7 @@ import (
 type server struct {
 	versionNum    int // e.g. 150018
 	major         int
+	fns           backupFunctions
 	dataDirectory string
 	dataChecksums bool
 	walSegSize    uint64
@@ -21,26 +23,73 @@ type server struct {
 	timeline      uint32
 }
 
+// backupFunctions are the statements that start and stop a non-exclusive
+// base backup in one session: start takes the label and returns the start
+// LSN; stop returns the stop LSN, the backup_label text and the
+// tablespace_map text, and does not wait for archiving (pgkeep checks the
+// repository itself, which also covers WAL streamed by the agent).
+type backupFunctions struct {
+	name        string
+	start, stop string
+}
+
+// The backup functions of each major (xlogfuncs.c; the SQL signatures in
+// the "Backup Control Functions" table of each release's manual).
+var (
+	// PostgreSQL 12 to 14: pg_start_backup(label, fast, exclusive) and
+	// pg_stop_backup(exclusive, wait_for_archive), called with
+	// exclusive = false.
+	backupFunctions12 = backupFunctions{
+		name:  "pg_start_backup/pg_stop_backup",
+		start: `SELECT pg_start_backup($1, true, false)::text`,
+		stop:  `SELECT lsn::text, labelfile, coalesce(spcmapfile, '') FROM pg_stop_backup(false, false)`,
+	}
+	// PostgreSQL 15 and later: exclusive backups are gone and the
+	// functions renamed, pg_backup_start(label, fast) and
+	// pg_backup_stop(wait_for_archive).
+	backupFunctions15 = backupFunctions{
+		name:  "pg_backup_start/pg_backup_stop",
+		start: `SELECT pg_backup_start($1, true)::text`,
+		stop:  `SELECT lsn::text, labelfile, coalesce(spcmapfile, '') FROM pg_backup_stop(false)`,
+	}
+)
+
+// backupFunctionsFor returns the backup functions of a supported major.
+func backupFunctionsFor(major int) backupFunctions {
+	if major < 15 {
+		return backupFunctions12
+	}
+	return backupFunctions15
+}
+
+// inspectServer learns what the backup needs about the server, and refuses
+// a PostgreSQL pgkeep does not support, a standby, and a server that does
+// not archive, before anything is written to the repository.
 func inspectServer(ctx context.Context, conn *pgx.Conn) (*server, error) {
 	s := &server{}
-	var version, checksums, segSize, sysID, archiveMode string
+	var version string
+	if err := conn.QueryRow(ctx, `SELECT current_setting('server_version_num')`).Scan(&version); err != nil {
+		return nil, fmt.Errorf("reading the server's version: %w", err)
+	}
+	var err error
+	if s.versionNum, err = strconv.Atoi(version); err != nil {
+		return nil, fmt.Errorf("bad server_version_num %q", version)
+	}
+	s.major = pgversion.MajorOf(s.versionNum)
+	if err := pgversion.Check(s.major, "the server (server_version_num "+version+")"); err != nil {
+		return nil, fmt.Errorf("refusing to back up: %w", err)
+	}
+	s.fns = backupFunctionsFor(s.major)
+	var checksums, segSize, sysID, archiveMode string
 	var inRecovery bool
-	err := conn.QueryRow(ctx, `SELECT current_setting('server_version_num'),
-		current_setting('data_checksums'),
+	err = conn.QueryRow(ctx, `SELECT current_setting('data_checksums'),
 		(SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'),
 		(SELECT system_identifier::text FROM pg_control_system()),
 		(SELECT timeline_id FROM pg_control_checkpoint()),
 		current_setting('archive_mode'),
-		pg_is_in_recovery()`).Scan(&version, &checksums, &segSize, &sysID, &s.timeline, &archiveMode, &inRecovery)
+		pg_is_in_recovery()`).Scan(&checksums, &segSize, &sysID, &s.timeline, &archiveMode, &inRecovery)
 	if err != nil {
 		return nil, fmt.Errorf("inspecting the server (does the user have pg_read_all_settings or superuser?): %w", err)
-	}
-	if s.versionNum, err = strconv.Atoi(version); err != nil {
-		return nil, fmt.Errorf("bad server_version_num %q", version)
-	}
-	s.major = s.versionNum / 10000
-	if s.major < 12 {
-		return nil, fmt.Errorf("PostgreSQL %d is not supported (12 or newer)", s.major)
 	}
 	if inRecovery {
 		return nil, fmt.Errorf("the server is a standby; pgkeep takes backups from the primary")
@@ -62,29 +111,20 @@ func inspectServer(ctx context.Context, conn *pgx.Conn) (*server, error) {
 }
 
 // startBackup begins a non-exclusive backup in this session, with an
-// immediate checkpoint. PostgreSQL 15 renamed the functions.
+// immediate checkpoint.
 func (s *server) startBackup(ctx context.Context, conn *pgx.Conn, label string) (wal.LSN, error) {
-	q := `SELECT pg_backup_start($1, true)::text` // PostgreSQL 15+
-	if s.major < 15 {
-		q = `SELECT pg_start_backup($1, true, false)::text`
-	}
 	var lsn string
-	if err := conn.QueryRow(ctx, q, label).Scan(&lsn); err != nil {
-		return 0, fmt.Errorf("starting the backup on the server: %w", err)
+	if err := conn.QueryRow(ctx, s.fns.start, label).Scan(&lsn); err != nil {
+		return 0, fmt.Errorf("starting the backup on the server (%s): %w", s.fns.name, err)
 	}
 	return wal.ParseLSN(lsn)
 }
 
-// stopBackup ends the backup. It does not wait for archiving: pgkeep
-// checks the repository itself, which also covers WAL streamed by the agent.
+// stopBackup ends the backup.
 func (s *server) stopBackup(ctx context.Context, conn *pgx.Conn) (wal.LSN, string, string, error) {
-	q := `SELECT lsn::text, labelfile, coalesce(spcmapfile, '') FROM pg_backup_stop(false)` // PostgreSQL 15+
-	if s.major < 15 {
-		q = `SELECT lsn::text, labelfile, coalesce(spcmapfile, '') FROM pg_stop_backup(false, false)`
-	}
 	var lsn, labelFile, spcmap string
-	if err := conn.QueryRow(ctx, q).Scan(&lsn, &labelFile, &spcmap); err != nil {
-		return 0, "", "", fmt.Errorf("stopping the backup on the server: %w", err)
+	if err := conn.QueryRow(ctx, s.fns.stop).Scan(&lsn, &labelFile, &spcmap); err != nil {
+		return 0, "", "", fmt.Errorf("stopping the backup on the server (%s): %w", s.fns.name, err)
 	}
 	l, err := wal.ParseLSN(lsn)
 	return l, labelFile, spcmap, err

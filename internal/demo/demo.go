@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgkeep/pgkeep/internal/pgctl"
+	"github.com/pgkeep/pgkeep/internal/pgversion"
 )
 
 // Options configures the demo.
@@ -52,6 +53,11 @@ func Run(ctx context.Context, opts Options) (err error) {
 	r, err := pgctl.New()
 	if err != nil {
 		return err
+	}
+	if r.Major != 0 {
+		if err := pgversion.Check(r.Major, "the PostgreSQL in "+r.BinDir); err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
 	}
 	d := &demo{opts: opts, r: r, out: opts.Out, steps: 7, start: time.Now()}
 	d.ws, err = os.MkdirTemp("", "pgkeep-demo-")

@@ -127,8 +127,16 @@ func mustRun(t testing.TB, env []string, args ...string) result {
 	return r
 }
 
-// archivingCluster creates a started cluster that archives into repo.
+// archivingCluster creates a started cluster of the default PostgreSQL
+// that archives into repo.
 func archivingCluster(t *testing.T, repo repoSpec, conf map[string]string) *pgtest.Cluster {
+	t.Helper()
+	return archivingClusterOf(t, 0, repo, conf)
+}
+
+// archivingClusterOf is archivingCluster for one major version (0: the
+// default PostgreSQL).
+func archivingClusterOf(t *testing.T, major int, repo repoSpec, conf map[string]string) *pgtest.Cluster {
 	t.Helper()
 	settings := map[string]string{
 		"archive_mode":    "on",
@@ -138,7 +146,7 @@ func archivingCluster(t *testing.T, repo repoSpec, conf map[string]string) *pgte
 	for k, v := range conf {
 		settings[k] = v
 	}
-	c := pgtest.NewCluster(t, pgtest.Options{Conf: settings})
+	c := pgtest.NewCluster(t, pgtest.Options{Major: major, Conf: settings})
 	c.Start(t)
 	return c
 }

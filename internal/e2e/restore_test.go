@@ -29,7 +29,7 @@ func restoreAndStart(t *testing.T, repo repoSpec, extra ...string) *pgtest.Clust
 	t.Helper()
 	dir := filepath.Join(pgtest.TempDir(t, "restore-"), "data")
 	mustRun(t, repo.Env, append(append([]string{"restore", "--pgdata", dir}, repo.Flags()...), extra...)...)
-	c := pgtest.Adopt(t, dir, pgtest.BinDir(t))
+	c := pgtest.Adopt(t, dir, "") // the server of the backup's major
 	c.Start(t)
 	c.WaitPromoted(t, 3*time.Minute)
 	// recovery_end_command removed the prefetch spool.

@@ -25,14 +25,17 @@ import (
 //	STOP TIMELINE: 1                                                 history file only
 //
 // PostgreSQL 17 adds INCREMENTAL FROM LSN and INCREMENTAL FROM TLI for
-// incremental backups; pg_rewind writes a label with only the first five
-// lines and BACKUP METHOD: pg_rewind.
+// incremental backups, and 18 writes the same lines as 17. PostgreSQL 12
+// and 13 write "BACKUP FROM: master" for a primary (14 renamed it
+// "primary"). pg_rewind writes a label with only the first five lines and
+// BACKUP METHOD: pg_rewind. testdata/majors holds a label and a history
+// file from each major.
 type BackupLabel struct {
 	StartLSN      wal.LSN        // START WAL LOCATION: the redo point of the backup's checkpoint
 	StartWALFile  string         // the segment holding StartLSN, from START WAL LOCATION
 	CheckpointLSN wal.LSN        // CHECKPOINT LOCATION: where the checkpoint record is
 	BackupMethod  string         // "streamed"; "pg_start_backup" for exclusive backups (before 15); "pg_rewind"
-	BackupFrom    string         // "primary" or "standby"; empty if absent
+	BackupFrom    string         // "primary" ("master" before 14) or "standby"; empty if absent
 	StartTime     string         // as written: "%Y-%m-%d %H:%M:%S %Z" in the server's log_timezone
 	Label         string         // LABEL
 	StartTimeline wal.TimeLineID // START TIMELINE, or the timeline of StartWALFile if absent

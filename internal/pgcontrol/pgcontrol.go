@@ -3,8 +3,10 @@
 // PG_VERSION, the backup_label text that pg_backup_stop returns (and the
 // backup history files the server archives), and tablespace_map.
 //
-// Layouts are those of PostgreSQL 12 to 17 on little-endian 64-bit
-// machines (amd64, arm64), the platforms pgkeep supports.
+// Layouts are those of PostgreSQL 12 to 18 on little-endian 64-bit
+// machines (amd64, arm64), the platforms pgkeep supports. A control file
+// of another PostgreSQL reads as unsupported (pgversion.ErrUnsupported),
+// never as damaged, as long as it looks like one.
 package pgcontrol
 
 import (
@@ -20,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pgkeep/pgkeep/internal/pgversion"
 	"github.com/pgkeep/pgkeep/internal/wal"
 )
 
@@ -27,14 +30,19 @@ import (
 // values no PostgreSQL writes.
 var ErrCorrupt = errors.New("pg_control is damaged")
 
-// ErrUnsupportedVersion is wrapped when pg_control_version is not one of
-// the layouts pgkeep reads (those of PostgreSQL 12 to 17).
-var ErrUnsupportedVersion = errors.New("unsupported pg_control version")
+// ErrUnsupportedVersion is wrapped when the control file was written by a
+// PostgreSQL pgkeep does not support: an unknown pg_control version with a
+// plausible look (its CRC matches, or the version is beyond the newest
+// pgkeep knows), or a catalog version beyond the newest release's. It is
+// pgversion.ErrUnsupported; errors.As with *pgversion.UnsupportedError
+// gives the major version when it can be inferred. It is also wrapped for
+// a control file written by a big-endian machine.
+var ErrUnsupportedVersion = pgversion.ErrUnsupported
 
 // DBState is the cluster state recorded in pg_control (enum DBState).
 type DBState uint32
 
-// The cluster states, in PostgreSQL's numbering (unchanged from 9.4 to 17).
+// The cluster states, in PostgreSQL's numbering (unchanged from 9.4 to 18).
 const (
 	StateStartup              DBState = iota // DB_STARTUP
 	StateShutdowned                          // DB_SHUTDOWNED: cleanly shut down
@@ -93,7 +101,7 @@ func (l WalLevel) String() string {
 // follow pg_controldata's descriptions.
 type ControlFile struct {
 	SystemIdentifier uint64 // "Database system identifier"
-	ControlVersion   uint32 // "pg_control version number": 1201, 1300 or 1700
+	ControlVersion   uint32 // "pg_control version number": 1201, 1300, 1700 or 1800
 	CatalogVersion   uint32 // "Catalog version number", YYYYMMDDN
 	State            DBState
 	Time             time.Time // "pg_control last modified"
@@ -137,23 +145,24 @@ type ControlFile struct {
 	LargeObjectChunk    uint32 // "Size of a large-object chunk"
 	Float8ByVal         bool   // "Float8 argument passing": by value
 	DataChecksumVersion uint32 // "Data page checksum version": 0 = checksums off
+
+	// PostgreSQL 18 and later: "Default char data signedness" (true:
+	// signed, as on amd64). False for earlier versions, which do not
+	// record it.
+	DefaultCharSigned bool
 }
 
-// The pg_control_version values of PostgreSQL 12 to 17.
-const (
-	controlVersion12 = 1201 // PostgreSQL 12
-	controlVersion13 = 1300 // PostgreSQL 13 to 16
-	controlVersion17 = 1700 // PostgreSQL 17: wal_level added to CheckPoint
-)
-
-// Layout of ControlFileData in PostgreSQL 12 to 17 with 8-byte alignment of
-// 64-bit fields. The three layouts share every offset:
+// Layout of ControlFileData (src/include/catalog/pg_control.h) with 8-byte
+// alignment of 64-bit fields. Every format pgkeep reads shares the offsets
+// below up to data_checksum_version; what differs after it is in
+// controlLayout.
 //   - PostgreSQL 13 dropped float4ByVal (a bool right before float8ByVal),
 //     but data_checksum_version stays 4-aligned at 252 either way;
 //   - PostgreSQL 17 put wal_level (int) into CheckPoint's padding after
-//     fullPageWrites, so CheckPoint keeps its size (88 bytes).
-//
-// The CRC32C at offset 288 covers bytes 0 to 287.
+//     fullPageWrites, so CheckPoint keeps its size (88 bytes);
+//   - PostgreSQL 18 added default_char_signedness (bool) after
+//     data_checksum_version, which moves the 32-byte mock authentication
+//     nonce to 257 and the CRC to 292.
 const (
 	offSystemIdentifier = 0
 	offControlVersion   = 8
@@ -193,41 +202,77 @@ const (
 	offIndexMaxKeys     = 236
 	offToastMaxChunk    = 240
 	offLOBlockSize      = 244
-	offFloat8ByVal      = 248 // PostgreSQL 12: float4ByVal at 248, float8ByVal at 249
 	offChecksumVersion  = 252
-	offCRC              = 288 // after the 32-byte mock authentication nonce
 
 	floatFormatValue = 1234567.0 // FLOATFORMAT_VALUE
 )
 
+// controlLayout is what differs between the pg_control formats pgkeep
+// reads: one per PG_CONTROL_VERSION.
+type controlLayout struct {
+	version        uint32 // PG_CONTROL_VERSION
+	float8ByVal    int    // offset of float8ByVal
+	charSignedness int    // offset of default_char_signedness; 0: absent
+	crc            int    // offset of the CRC-32C, which covers every byte before it
+}
+
+// The pg_control formats of PostgreSQL 12 to 18 (PG_CONTROL_VERSION in
+// pg_control.h of each release; checked against control files written by
+// each major's initdb, internal/pgcontrol/testdata/majors).
+var (
+	// PostgreSQL 12: float4ByVal at 248, float8ByVal at 249.
+	layout1201 = controlLayout{version: 1201, float8ByVal: 249, crc: 288}
+	// PostgreSQL 13 to 16: float4ByVal removed.
+	layout1300 = controlLayout{version: 1300, float8ByVal: 248, crc: 288}
+	// PostgreSQL 17: wal_level in CheckPoint; no offset pgkeep reads moved.
+	layout1700 = controlLayout{version: 1700, float8ByVal: 248, crc: 288}
+	// PostgreSQL 18: default_char_signedness; the nonce and CRC moved.
+	layout1800 = controlLayout{version: 1800, float8ByVal: 248, charSignedness: 256, crc: 292}
+
+	knownLayouts = [...]controlLayout{layout1201, layout1300, layout1700, layout1800}
+)
+
+// layoutOf returns the layout of a pg_control version pgkeep reads.
+func layoutOf(version uint32) (controlLayout, bool) {
+	for _, l := range knownLayouts {
+		if l.version == version {
+			return l, true
+		}
+	}
+	return controlLayout{}, false
+}
+
+// maxControlData is PG_CONTROL_MAX_SAFE_SIZE (pg_control.h): the data of
+// every pg_control format, CRC included, fits in its first 512 bytes.
+const maxControlData = 512
+
+// minDataSize is the shortest control file prefix Parse accepts: up to the
+// earliest CRC and the CRC itself.
+const minDataSize = 288 + 4
+
 // FileSize is the size of global/pg_control on disk (PG_CONTROL_FILE_SIZE);
-// only the first 292 bytes carry data.
+// only the first 292 to 296 bytes carry data.
 const FileSize = 8192
 
 // Parse decodes a pg_control image (normally FileSize bytes, at least the
-// 292 that hold data), verifies its CRC-32C and checks that its values are
-// plausible. Errors wrap ErrCorrupt or ErrUnsupportedVersion.
+// bytes up to and including the CRC), verifies its CRC-32C and checks that
+// its values are plausible and that a supported PostgreSQL wrote it.
+// Errors wrap ErrCorrupt or ErrUnsupportedVersion.
 func Parse(data []byte) (*ControlFile, error) {
-	if len(data) < offCRC+4 {
-		return nil, fmt.Errorf("%w: %d bytes, need at least %d", ErrCorrupt, len(data), offCRC+4)
+	if len(data) < minDataSize {
+		return nil, fmt.Errorf("%w: %d bytes, need at least %d", ErrCorrupt, len(data), minDataSize)
 	}
 	le := binary.LittleEndian
 	version := le.Uint32(data[offControlVersion:])
-	crc := crc32.Checksum(data[:offCRC], crc32.MakeTable(crc32.Castagnoli))
-	crcOK := crc == le.Uint32(data[offCRC:])
-	switch version {
-	case controlVersion12, controlVersion13, controlVersion17:
-	default:
-		if knownVersion(bits.ReverseBytes32(version)) {
-			return nil, fmt.Errorf("%w: pg_control was written by a big-endian machine (version %d byte-swapped)", ErrUnsupportedVersion, bits.ReverseBytes32(version))
-		}
-		if !crcOK {
-			return nil, fmt.Errorf("%w: pg_control version %d is not one PostgreSQL 12 to 17 writes (1201, 1300, 1700), and the CRC does not match either: %w", ErrCorrupt, version, ErrUnsupportedVersion)
-		}
-		return nil, fmt.Errorf("%w %d: pgkeep reads the pg_control of PostgreSQL 12 to 17 (versions 1201, 1300, 1700)", ErrUnsupportedVersion, version)
+	layout, known := layoutOf(version)
+	if !known {
+		return nil, unknownVersion(data, version)
 	}
-	if !crcOK {
-		return nil, fmt.Errorf("%w: CRC mismatch (stored %08X, computed %08X)", ErrCorrupt, le.Uint32(data[offCRC:]), crc)
+	if len(data) < layout.crc+4 {
+		return nil, fmt.Errorf("%w: %d bytes, pg_control version %d needs at least %d", ErrCorrupt, len(data), version, layout.crc+4)
+	}
+	if crc := crcAt(data, layout.crc); crc != le.Uint32(data[layout.crc:]) {
+		return nil, fmt.Errorf("%w: CRC mismatch (stored %08X, computed %08X)", ErrCorrupt, le.Uint32(data[layout.crc:]), crc)
 	}
 	u32 := func(off int) uint32 { return le.Uint32(data[off:]) }
 	i32 := func(off int) int32 { return int32(le.Uint32(data[off:])) }
@@ -278,19 +323,82 @@ func Parse(data []byte) (*ControlFile, error) {
 		ToastMaxChunkSize:   u32(offToastMaxChunk),
 		LargeObjectChunk:    u32(offLOBlockSize),
 		DataChecksumVersion: u32(offChecksumVersion),
+		Float8ByVal:         flag(layout.float8ByVal),
 	}
-	cf.Float8ByVal = flag(offFloat8ByVal)
-	if version == controlVersion12 {
-		cf.Float8ByVal = flag(offFloat8ByVal + 1)
+	if layout.charSignedness > 0 {
+		cf.DefaultCharSigned = flag(layout.charSignedness)
 	}
 	if err := cf.check(math.Float64frombits(u64(offFloatFormat))); err != nil {
+		return nil, err
+	}
+	if _, err := cf.MajorVersion(); err != nil {
 		return nil, err
 	}
 	return cf, nil
 }
 
-func knownVersion(v uint32) bool {
-	return v == controlVersion12 || v == controlVersion13 || v == controlVersion17
+func crcAt(data []byte, off int) uint32 {
+	return crc32.Checksum(data[:off], crc32.MakeTable(crc32.Castagnoli))
+}
+
+// unknownVersion explains a pg_control version pgkeep has no layout for.
+// It is unsupported when the file is a real control file: its CRC-32C
+// matches at some 4-byte boundary (where the CRC would be in a layout
+// pgkeep does not know; random bytes match at one of the 126 places with
+// odds of about one in 30 million), or its version has the form a later
+// release would write
+// (since PostgreSQL 13, a release that changes the format writes
+// major*100: 1300, 1700, 1800). Otherwise it is damaged. data may be nil
+// (only the version is known).
+func unknownVersion(data []byte, version uint32) error {
+	if swapped := bits.ReverseBytes32(version); isKnownControlVersion(swapped) {
+		return fmt.Errorf("%w: pg_control was written by a big-endian machine (version %d byte-swapped); pgkeep supports little-endian machines (amd64, arm64)", ErrUnsupportedVersion, swapped)
+	}
+	source := fmt.Sprintf("pg_control version %d", version)
+	major := 0
+	if version >= 1000 && version < 100*100 {
+		major = int(version / 100)
+	}
+	futureForm := version%100 == 0 && major > pgversion.MaxMajor
+	crcOK := crcSomewhere(data)
+	switch {
+	case futureForm || (crcOK && major > pgversion.MaxMajor):
+		return &pgversion.UnsupportedError{Major: major, Newer: true, Source: source}
+	case crcOK && version < releases[0].control:
+		// An older release: the major is the leading two of four digits
+		// (as in 1201); a three-digit version (9.x) names none.
+		return &pgversion.UnsupportedError{Major: major, Source: source}
+	case crcOK:
+		return fmt.Errorf("%w: pg_control version %d is not one PostgreSQL %s writes (%s): a development build pgkeep does not know", ErrUnsupportedVersion, version, pgversion.Range(), knownControlVersions())
+	}
+	return fmt.Errorf("%w: pg_control version %d is not one PostgreSQL %s writes (%s), and no CRC matches", ErrCorrupt, version, pgversion.Range(), knownControlVersions())
+}
+
+// crcSomewhere reports whether data holds a CRC-32C of the bytes before
+// it at some 4-byte boundary within the first maxControlData bytes.
+func crcSomewhere(data []byte) bool {
+	tab := crc32.MakeTable(crc32.Castagnoli)
+	crc := uint32(0)
+	for off := 0; off+4 <= len(data) && off+4 <= maxControlData; off += 4 {
+		if off >= offCatalogVersion+4 && crc == binary.LittleEndian.Uint32(data[off:]) {
+			return true
+		}
+		crc = crc32.Update(crc, tab, data[off:off+4])
+	}
+	return false
+}
+
+func isKnownControlVersion(v uint32) bool {
+	_, ok := layoutOf(v)
+	return ok
+}
+
+func knownControlVersions() string {
+	var vs []string
+	for _, l := range knownLayouts {
+		vs = append(vs, strconv.FormatUint(uint64(l.version), 10))
+	}
+	return strings.Join(vs, ", ")
 }
 
 // check rejects values that no PostgreSQL writes: they mean the CRC
@@ -329,43 +437,69 @@ func ReadFile(pgdata string) (*ControlFile, error) {
 	return cf, nil
 }
 
-// Release catalog versions (CATALOG_VERSION_NO of each major release; a
-// release never changes it after its first release candidate).
-const (
-	catalogVersion12 = 201909212
-	catalogVersion13 = 202007201
-	catalogVersion14 = 202107181
-	catalogVersion15 = 202209061
-	catalogVersion16 = 202307071
-	catalogVersion17 = 202406281
-)
+// release is what a PostgreSQL major release writes into pg_control.
+type release struct {
+	major   int
+	control uint32 // PG_CONTROL_VERSION
+	catalog uint32 // CATALOG_VERSION_NO, which a release never changes after its first release candidate
+}
 
-// MajorVersion derives the PostgreSQL major version (12 to 17) from
-// pg_control. The control version alone settles 12 (1201) and 17 (1700);
-// 13 to 16 share 1300 and are told apart by the catalog version: released
-// versions carry exactly their release's number, and a development or beta
-// build of a release carries a number above the previous release's.
+// releases are the supported majors, oldest first (pg_control.h and
+// catversion.h of each release; checked against the control files each
+// major's initdb wrote, internal/pgcontrol/testdata/majors).
+var releases = [...]release{
+	{12, 1201, 201909212},
+	{13, 1300, 202007201},
+	{14, 1300, 202107181},
+	{15, 1300, 202209061},
+	{16, 1300, 202307071},
+	{17, 1700, 202406281},
+	{18, 1800, 202506291},
+}
+
+// MajorVersion derives the PostgreSQL major version from pg_control. The
+// control version settles 12 (1201), 17 (1700) and 18 (1800); 13 to 16
+// share 1300 and are told apart by the catalog version: a release carries
+// exactly its number, and its betas a number above the previous release's.
+// A catalog version above the newest release's is a later PostgreSQL
+// (unsupported, wrapping ErrUnsupportedVersion); one at or below the
+// release before the control version's first is no PostgreSQL's (ErrCorrupt).
 func (c *ControlFile) MajorVersion() (int, error) {
-	switch c.ControlVersion {
-	case controlVersion12:
-		return 12, nil
-	case controlVersion17:
-		return 17, nil
-	case controlVersion13:
-		switch cat := c.CatalogVersion; {
-		case cat > catalogVersion15:
-			return 16, nil
-		case cat > catalogVersion14:
-			return 15, nil
-		case cat > catalogVersion13:
-			return 14, nil
-		case cat > catalogVersion12:
-			return 13, nil
-		default:
-			return 0, fmt.Errorf("pg_control version 1300 with catalog version %d, older than PostgreSQL 13's", cat)
+	first := -1
+	for i, r := range releases {
+		if r.control == c.ControlVersion {
+			if first < 0 {
+				first = i
+			}
+			lowerBound := uint32(0)
+			if i > 0 {
+				lowerBound = releases[i-1].catalog
+			}
+			if i == first && c.CatalogVersion <= lowerBound {
+				return 0, fmt.Errorf("%w: pg_control version %d with catalog version %d, not above PostgreSQL %d's (%d)",
+					ErrCorrupt, c.ControlVersion, c.CatalogVersion, releases[i-1].major, lowerBound)
+			}
+			if c.CatalogVersion <= r.catalog {
+				return r.major, nil
+			}
 		}
 	}
-	return 0, fmt.Errorf("%w %d", ErrUnsupportedVersion, c.ControlVersion)
+	if first < 0 {
+		return 0, unknownVersion(nil, c.ControlVersion)
+	}
+	// Above the catalog version of the last release with this control
+	// version: a later PostgreSQL that kept the format.
+	last := releases[first]
+	for _, r := range releases[first:] {
+		if r.control == c.ControlVersion {
+			last = r
+		}
+	}
+	source := fmt.Sprintf("pg_control version %d with catalog version %d (PostgreSQL %d's is %d)", c.ControlVersion, c.CatalogVersion, last.major, last.catalog)
+	if last.major == pgversion.MaxMajor {
+		return 0, &pgversion.UnsupportedError{Newer: true, Source: source}
+	}
+	return 0, fmt.Errorf("%w: %s: a development build of PostgreSQL %d, not a release pgkeep knows", ErrUnsupportedVersion, source, last.major+1)
 }
 
 // ReadVersionFile reads the major version from pgdata/PG_VERSION, which

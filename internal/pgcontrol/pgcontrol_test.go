@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgkeep/pgkeep/internal/pgversion"
 	"github.com/pgkeep/pgkeep/internal/wal"
 )
 
@@ -85,7 +86,7 @@ func TestParseRealControlFiles(t *testing.T) {
 		}
 
 		// Every byte under the CRC is covered: flipping any one is caught.
-		for off := 0; off < offCRC+4; off++ {
+		for off := 0; off < layout1300.crc+4; off++ {
 			bad := append([]byte(nil), data...)
 			bad[off] ^= 0x20
 			if cf, err := Parse(bad); !errors.Is(err, ErrCorrupt) {
@@ -98,12 +99,12 @@ func TestParseRealControlFiles(t *testing.T) {
 		if _, err := Parse(bad); err != nil {
 			t.Errorf("%s: padding byte changed: %v", c.file, err)
 		}
-		for _, n := range []int{0, 8, 100, offCRC, offCRC + 3} {
+		for _, n := range []int{0, 8, 100, layout1300.crc, layout1300.crc + 3} {
 			if _, err := Parse(data[:n]); !errors.Is(err, ErrCorrupt) {
 				t.Errorf("%s truncated to %d bytes: %v", c.file, n, err)
 			}
 		}
-		if _, err := Parse(data[:offCRC+4]); err != nil {
+		if _, err := Parse(data[:layout1300.crc+4]); err != nil {
 			t.Errorf("%s: the 292 bytes that carry data should do: %v", c.file, err)
 		}
 	}
@@ -125,8 +126,11 @@ func withVersion(t *testing.T, v uint32, edit func([]byte)) []byte {
 	return data
 }
 
-func recrc(data []byte) {
-	binary.LittleEndian.PutUint32(data[offCRC:], crc32.Checksum(data[:offCRC], crc32.MakeTable(crc32.Castagnoli)))
+// recrc stores the CRC of the 13-to-16 layout (at 288).
+func recrc(data []byte) { recrcAt(data, layout1300.crc) }
+
+func recrcAt(data []byte, off int) {
+	binary.LittleEndian.PutUint32(data[off:], crc32.Checksum(data[:off], crc32.MakeTable(crc32.Castagnoli)))
 }
 
 func TestOtherVersionsLayouts(t *testing.T) {
@@ -161,12 +165,6 @@ func TestOtherVersionsLayouts(t *testing.T) {
 		t.Errorf("PostgreSQL 17: %d, %v", m, err)
 	}
 
-	// A version pgkeep does not know, with a good CRC: unsupported, not
-	// corrupt.
-	_, err = Parse(withVersion(t, 1800, nil))
-	if !errors.Is(err, ErrUnsupportedVersion) || errors.Is(err, ErrCorrupt) {
-		t.Errorf("version 1800: %v", err)
-	}
 	// Written by a big-endian machine.
 	_, err = Parse(withVersion(t, 0x14050000, nil))
 	if !errors.Is(err, ErrUnsupportedVersion) || !strings.Contains(err.Error(), "big-endian") {
@@ -198,18 +196,103 @@ func TestMajorVersion(t *testing.T) {
 		{1300, 202209061, 15},
 		{1300, 202307071, 16},
 		{1700, 202406281, 17},
+		{1800, 202506291, 18},
 		{1300, 202305241, 16}, // a PostgreSQL 16 beta
 		{1300, 202205181, 15}, // a PostgreSQL 15 beta
+		{1800, 202505011, 18}, // a PostgreSQL 18 beta
+		{1201, 201905011, 12}, // a PostgreSQL 12 beta
 	} {
 		got, err := (&ControlFile{ControlVersion: c.control, CatalogVersion: c.catalog}).MajorVersion()
 		if err != nil || got != c.want {
 			t.Errorf("control %d catalog %d: %d, %v; want %d", c.control, c.catalog, got, err, c.want)
 		}
 	}
-	for _, c := range [][2]uint32{{1100, 201809051}, {1300, 201909212}, {1800, 202506291}, {0, 0}} {
-		if got, err := (&ControlFile{ControlVersion: c[0], CatalogVersion: c[1]}).MajorVersion(); err == nil {
-			t.Errorf("control %d catalog %d accepted as %d", c[0], c[1], got)
+	var ue *pgversion.UnsupportedError
+	for _, c := range []struct {
+		control, catalog uint32
+		corrupt          bool   // else unsupported
+		major            int    // of the *pgversion.UnsupportedError; -1: none
+		want             string // in the message
+	}{
+		// PostgreSQL 19 beta kept pg_control version 1800: only the
+		// catalog version tells.
+		{1800, 202606011, false, 0, "a PostgreSQL newer than 18 is not supported by this pgkeep (supported: 12 to 18): upgrade pgkeep"},
+		{1900, 202606011, false, 19, "PostgreSQL 19 is not supported by this pgkeep (supported: 12 to 18): upgrade pgkeep"},
+		{1300, 202312011, false, -1, "development build of PostgreSQL 17"},
+		{1700, 202501011, false, -1, "development build of PostgreSQL 18"},
+		{1300, 201909212, true, -1, "not above PostgreSQL 12's"},
+		{1500, 202209061, true, -1, "not one PostgreSQL 12 to 18 writes"},
+		{0, 0, true, -1, "not one PostgreSQL"},
+	} {
+		_, err := (&ControlFile{ControlVersion: c.control, CatalogVersion: c.catalog}).MajorVersion()
+		switch {
+		case err == nil:
+			t.Errorf("control %d catalog %d accepted", c.control, c.catalog)
+		case c.corrupt != errors.Is(err, ErrCorrupt) || c.corrupt == errors.Is(err, ErrUnsupportedVersion):
+			t.Errorf("control %d catalog %d: corrupt=%v wanted, got %v", c.control, c.catalog, c.corrupt, err)
+		case !strings.Contains(err.Error(), c.want):
+			t.Errorf("control %d catalog %d: %q does not say %q", c.control, c.catalog, err, c.want)
+		case c.major >= 0 && (!errors.As(err, &ue) || ue.Major != c.major):
+			t.Errorf("control %d catalog %d: %v does not carry major %d", c.control, c.catalog, err, c.major)
 		}
+	}
+}
+
+// TestUnknownControlFiles patches a real control file to versions pgkeep
+// does not know: one a later PostgreSQL would write reads as unsupported
+// (typed, with the major), with or without a CRC where pgkeep expects it;
+// one no PostgreSQL writes, with no CRC anywhere, reads as damaged.
+func TestUnknownControlFiles(t *testing.T) {
+	var ue *pgversion.UnsupportedError
+	// PostgreSQL 19 with the 18 layout, CRC recomputed.
+	pg19 := withVersion(t, 1900, nil)
+	_, err := Parse(pg19)
+	if !errors.As(err, &ue) || ue.Major != 19 || errors.Is(err, ErrCorrupt) ||
+		err.Error() != "pg_control version 1900: PostgreSQL 19 is not supported by this pgkeep (supported: 12 to 18): upgrade pgkeep" {
+		t.Errorf("version 1900: %v", err)
+	}
+	// A later layout: the CRC where pgkeep does not expect it.
+	moved := withVersion(t, 2000, nil)
+	recrcAt(moved, 320)
+	binary.LittleEndian.PutUint32(moved[288:], 0)
+	if _, err := Parse(moved); !errors.As(err, &ue) || ue.Major != 20 {
+		t.Errorf("version 2000, CRC at 320: %v", err)
+	}
+	// A later version in the form releases use, even with no CRC found.
+	noCRC := withVersion(t, 1900, nil)
+	noCRC[288] ^= 0xFF
+	if _, err := Parse(noCRC); !errors.As(err, &ue) || ue.Major != 19 {
+		t.Errorf("version 1900 without a CRC: %v", err)
+	}
+	// PostgreSQL 11's version with a good CRC: too old.
+	if _, err := Parse(withVersion(t, 1100, nil)); !errors.As(err, &ue) || ue.Major != 11 ||
+		!strings.Contains(err.Error(), "PostgreSQL 11 is too old for pgkeep (supported: 12 to 18)") {
+		t.Errorf("version 1100: %v", err)
+	}
+	// 9.6 wrote 960.
+	if _, err := Parse(withVersion(t, 960, nil)); !errors.As(err, &ue) || ue.Major != 0 ||
+		!strings.Contains(err.Error(), "a PostgreSQL older than 12 is too old") {
+		t.Errorf("version 960: %v", err)
+	}
+	// PostgreSQL 18's version with a catalog version beyond 18's: a later
+	// release that kept the format.
+	later := withVersion(t, 1800, func(d []byte) { binary.LittleEndian.PutUint32(d[offCatalogVersion:], 202606011) })
+	recrcAt(later, layout1800.crc)
+	if _, err := Parse(later); !errors.Is(err, ErrUnsupportedVersion) || errors.Is(err, ErrCorrupt) ||
+		!strings.Contains(err.Error(), "newer than 18") {
+		t.Errorf("1800 with a newer catalog: %v", err)
+	}
+	// Versions no PostgreSQL writes, CRC nowhere: damaged.
+	for _, v := range []uint32{1832, 9992, 1500, 12345678} {
+		d := withVersion(t, v, nil)
+		d[288] ^= 1
+		if _, err := Parse(d); !errors.Is(err, ErrCorrupt) || errors.Is(err, ErrUnsupportedVersion) {
+			t.Errorf("version %d, no CRC: %v", v, err)
+		}
+	}
+	// A development build's version with a good CRC: unsupported.
+	if _, err := Parse(withVersion(t, 1500, nil)); !errors.Is(err, ErrUnsupportedVersion) || errors.As(err, &ue) {
+		t.Errorf("version 1500 with a CRC: %v", err)
 	}
 }
 
@@ -264,7 +347,7 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			f.Fatal(err)
 		}
-		f.Add(data[:offCRC+4]) // the rest is zero padding
+		f.Add(data[:layout1300.crc+4]) // the rest is zero padding
 	}
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -14,7 +14,7 @@ type TablespaceMapEntry struct {
 }
 
 // ParseTablespaceMap parses a tablespace_map, the spcmapfile text
-// pg_backup_stop returns, as PostgreSQL 15 to 17 read it
+// pg_backup_stop returns, as PostgreSQL 15 to 18 read it
 // (read_tablespace_map in xlogrecovery.c). Each line is an OID, one space,
 // and a path, which may contain and even begin with spaces. A backslash
 // makes the next byte literal; the server writes one before every
@@ -78,7 +78,7 @@ func parseTablespaceMapLine(line []byte) (TablespaceMapEntry, error) {
 	return TablespaceMapEntry{OID: oid, Path: string(line[n+1:])}, nil
 }
 
-// FormatTablespaceMap writes entries as PostgreSQL 15 to 17 write a
+// FormatTablespaceMap writes entries as PostgreSQL 15 to 18 write a
 // tablespace_map: "OID path\n" per entry, with a backslash before every
 // backslash, CR and LF in the path. ParseTablespaceMap reads the result
 // back to the same entries.

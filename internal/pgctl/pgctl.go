@@ -19,9 +19,19 @@ import (
 	"syscall"
 )
 
-// Runner runs PostgreSQL programs from one bin directory as one OS user.
+// Runner runs PostgreSQL programs as one OS user: the server programs
+// (initdb, pg_ctl, postgres) from BinDir, and client programs (psql,
+// pgbench, pg_amcheck) from BinDir when it has them, else from ClientDir.
+// Server builds without clients (such as those scripts/test-deps.sh
+// installs) are paired with another release's clients that way; the
+// clients of a newer release work against every older server.
 type Runner struct {
 	BinDir string
+	// ClientDir holds client programs BinDir lacks; "" for none.
+	ClientDir string
+	// Major is the major version of the server programs in BinDir, 0 if
+	// it could not be told.
+	Major int
 	// UID and GID to run as; -1 means the current user.
 	UID, GID int
 	// Home is HOME for the programs (psql wants one).
@@ -38,14 +48,8 @@ func FindBinDir() (string, error) {
 			return dir, nil
 		}
 	}
-	matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
-	sort.Slice(matches, func(i, j int) bool {
-		vi, _ := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(matches[i]))))
-		vj, _ := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(matches[j]))))
-		return vi > vj
-	})
-	if len(matches) > 0 {
-		return filepath.Dir(matches[0]), nil
+	if dirs := debianBinDirs("initdb"); len(dirs) > 0 {
+		return dirs[0], nil
 	}
 	if p, err := exec.LookPath("initdb"); err == nil {
 		return filepath.Dir(p), nil
@@ -53,13 +57,140 @@ func FindBinDir() (string, error) {
 	return "", errors.New("PostgreSQL server programs not found (install postgresql, e.g. apt-get install postgresql-15)")
 }
 
-// New returns a Runner. As root it runs programs as the postgres user.
+// debianBinDirs returns the /usr/lib/postgresql/N/bin directories that
+// hold program, newest major first.
+func debianBinDirs(program string) []string {
+	matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin/" + program)
+	major := func(p string) int {
+		v, _ := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(p))))
+		return v
+	}
+	sort.Slice(matches, func(i, j int) bool { return major(matches[i]) > major(matches[j]) })
+	dirs := make([]string, len(matches))
+	for i, m := range matches {
+		dirs[i] = filepath.Dir(m)
+	}
+	return dirs
+}
+
+// ServerMajor returns the major version of the postgres program in binDir
+// ("postgres (PostgreSQL) 18.4" is 18).
+func ServerMajor(binDir string) (int, error) {
+	out, err := exec.Command(filepath.Join(binDir, "postgres"), "--version").Output()
+	if err != nil {
+		return 0, fmt.Errorf("running %s --version: %w", filepath.Join(binDir, "postgres"), err)
+	}
+	major, err := parseServerVersion(string(out))
+	if err != nil {
+		return 0, fmt.Errorf("%s --version: %w", filepath.Join(binDir, "postgres"), err)
+	}
+	return major, nil
+}
+
+// parseServerVersion reads the major version from `postgres --version`:
+// "postgres (PostgreSQL) 18.4", "postgres (PostgreSQL) 15.14 (Debian
+// 15.14-0+deb12u1)", "postgres (PostgreSQL) 19beta1". "9.6.24" reads as 9:
+// before 10 the major had two numbers, but 9 is enough to tell that it is
+// too old.
+func parseServerVersion(out string) (int, error) {
+	fields := strings.Fields(out)
+	if len(fields) < 3 || fields[1] != "(PostgreSQL)" {
+		return 0, fmt.Errorf("printed %q, not a PostgreSQL version", strings.TrimSpace(out))
+	}
+	v := fields[2]
+	n := 0
+	for n < len(v) && v[n] >= '0' && v[n] <= '9' {
+		n++
+	}
+	major, err := strconv.Atoi(v[:n])
+	if err != nil || major == 0 {
+		return 0, fmt.Errorf("printed %q, not a PostgreSQL version", strings.TrimSpace(out))
+	}
+	return major, nil
+}
+
+// ErrNoServer is wrapped when no server programs of the wanted major
+// version are found.
+var ErrNoServer = errors.New("PostgreSQL server programs not found")
+
+// FindServer returns the directory of the server programs (postgres,
+// pg_ctl) of one major version: the first of dirs, then the places
+// packages install them (/usr/lib/postgresql/N/bin on Debian and Ubuntu,
+// /usr/pgsql-N/bin from the PGDG RPMs), then `pg_config --bindir` and
+// PATH, that holds them with that major. Its error wraps ErrNoServer and
+// names every place it looked.
+func FindServer(major int, dirs ...string) (string, error) {
+	candidates := append([]string(nil), dirs...)
+	candidates = append(candidates, fmt.Sprintf("/usr/lib/postgresql/%d/bin", major), fmt.Sprintf("/usr/pgsql-%d/bin", major))
+	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
+		candidates = append(candidates, strings.TrimSpace(string(out)))
+	}
+	if p, err := exec.LookPath("postgres"); err == nil {
+		candidates = append(candidates, filepath.Dir(p))
+	}
+	var looked []string
+	seen := map[string]bool{}
+	for _, dir := range candidates {
+		if dir == "" || seen[dir] {
+			continue
+		}
+		seen[dir] = true
+		looked = append(looked, dir)
+		if !isFile(filepath.Join(dir, "postgres")) || !isFile(filepath.Join(dir, "pg_ctl")) {
+			continue
+		}
+		if m, err := ServerMajor(dir); err == nil && m == major {
+			return dir, nil
+		}
+	}
+	return "", fmt.Errorf("%w: no PostgreSQL %d server (postgres and pg_ctl) in %s", ErrNoServer, major, strings.Join(looked, ", "))
+}
+
+// FindClientDir returns a directory with PostgreSQL's client programs
+// (psql, pgbench, pg_amcheck), for server builds that lack them: prefer if
+// it has them, else the newest /usr/lib/postgresql/N/bin that does, else
+// the directory of psql in PATH; "" if there is none.
+func FindClientDir(prefer string) string {
+	if prefer != "" && isFile(filepath.Join(prefer, "psql")) {
+		return prefer
+	}
+	if dirs := debianBinDirs("psql"); len(dirs) > 0 {
+		return dirs[0]
+	}
+	if p, err := exec.LookPath("psql"); err == nil {
+		return filepath.Dir(p)
+	}
+	return ""
+}
+
+func isFile(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular()
+}
+
+// New returns a Runner for the default PostgreSQL (FindBinDir). As root it
+// runs programs as the postgres user.
 func New() (*Runner, error) {
 	bin, err := FindBinDir()
 	if err != nil {
 		return nil, err
 	}
-	r := &Runner{BinDir: bin, UID: -1, GID: -1, Home: os.Getenv("HOME")}
+	return newRunner(bin)
+}
+
+// NewFor returns a Runner for the server programs of one major version
+// (FindServer with dirs), with client programs from FindClientDir.
+func NewFor(major int, dirs ...string) (*Runner, error) {
+	bin, err := FindServer(major, dirs...)
+	if err != nil {
+		return nil, err
+	}
+	return newRunner(bin)
+}
+
+func newRunner(bin string) (*Runner, error) {
+	r := &Runner{BinDir: bin, ClientDir: FindClientDir(bin), UID: -1, GID: -1, Home: os.Getenv("HOME")}
+	r.Major, _ = ServerMajor(bin)
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("postgres")
 		if err != nil {
@@ -72,17 +203,27 @@ func New() (*Runner, error) {
 	return r, nil
 }
 
+// Path returns where a program runs from: name itself when absolute, else
+// BinDir, or ClientDir when only it has the program.
+func (r *Runner) Path(name string) string {
+	if filepath.IsAbs(name) {
+		return name
+	}
+	p := filepath.Join(r.BinDir, name)
+	if r.ClientDir != "" && r.ClientDir != r.BinDir && !isFile(p) {
+		if q := filepath.Join(r.ClientDir, name); isFile(q) {
+			return q
+		}
+	}
+	return p
+}
+
 // AsOther reports whether programs run as another user than pgkeep.
 func (r *Runner) AsOther() bool { return r.UID >= 0 }
 
-// Command prepares a program from BinDir (or an absolute path) to run as
-// the Runner's user.
+// Command prepares a program (see Path) to run as the Runner's user.
 func (r *Runner) Command(ctx context.Context, env []string, name string, args ...string) *exec.Cmd {
-	path := name
-	if !filepath.IsAbs(name) {
-		path = filepath.Join(r.BinDir, name)
-	}
-	cmd := exec.CommandContext(ctx, path, args...)
+	cmd := exec.CommandContext(ctx, r.Path(name), args...)
 	cmd.Env = append(append(os.Environ(), "HOME="+r.Home), env...)
 	if r.UID >= 0 {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(r.UID), Gid: uint32(r.GID)}}

@@ -1,7 +1,8 @@
 // Package pgpage reads PostgreSQL data pages: the page header, and the
 // data checksum PostgreSQL stores in it when the cluster was initialized
 // with --data-checksums (src/include/storage/checksum_impl.h and
-// bufpage.h; unchanged from 9.3 to 17).
+// bufpage.h; unchanged from 9.3 to 18, and checked on pages each major
+// from 12 to 18 wrote, testdata/majors).
 //
 // Pages are read as PostgreSQL stores them on little-endian machines
 // (amd64, arm64).

@@ -2,6 +2,12 @@
 // pgkeep's tests. When the tests run as root, PostgreSQL runs as the
 // postgres OS user, and every directory it needs is given to that user.
 //
+// Clusters run the default PostgreSQL (Debian's 15 on the project's
+// machines) unless Options.Major asks for another major; the server
+// programs of the others are those scripts/test-deps.sh installs under
+// InstallRoot, and the client programs (psql, pgbench, pg_amcheck) stay
+// the default's.
+//
 // Rule: when CI=true, a missing PostgreSQL or MinIO fails the test; else
 // it skips it.
 package pgtest
@@ -21,6 +27,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgkeep/pgkeep/internal/pgcontrol"
 	"github.com/pgkeep/pgkeep/internal/pgctl"
 )
 
@@ -40,24 +47,100 @@ var (
 	runnerOnce sync.Once
 	runner     *pgctl.Runner
 	runnerErr  error
+
+	majorMu      sync.Mutex
+	majorRunners = map[int]*majorRunner{}
 )
 
-// Runner returns the runner that executes PostgreSQL programs (as postgres
-// when root).
-func Runner(t testing.TB) *pgctl.Runner {
-	t.Helper()
-	runnerOnce.Do(func() { runner, runnerErr = pgctl.New() })
-	Require(t, "PostgreSQL", runnerErr == nil, fmt.Sprint(runnerErr, "; run scripts/test-deps.sh"))
-	return runner
+type majorRunner struct {
+	once sync.Once
+	r    *pgctl.Runner
+	err  error
 }
 
-// BinDir returns PostgreSQL's server program directory.
+func defaultRunner() (*pgctl.Runner, error) {
+	runnerOnce.Do(func() { runner, runnerErr = pgctl.New() })
+	return runner, runnerErr
+}
+
+// skipShort skips a test that needs a server in -short mode (make unit).
+func skipShort(t testing.TB, what string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("-short: not starting %s", what)
+	}
+}
+
+// Runner returns the runner that executes the default PostgreSQL's
+// programs (as postgres when root). In -short mode it skips the test.
+func Runner(t testing.TB) *pgctl.Runner {
+	t.Helper()
+	skipShort(t, "PostgreSQL")
+	r, err := defaultRunner()
+	Require(t, "PostgreSQL", err == nil, fmt.Sprint(err, "; run scripts/test-deps.sh"))
+	return r
+}
+
+// InstallRoot is where scripts/test-deps.sh installs the server programs
+// of each major (InstallRoot/N/bin), by the same rule: $PGKEEP_PG_ROOT if
+// set; as root /var/cache/pgkeep/pg, which the postgres OS user can read
+// (it cannot enter /root); else the user's cache, $PGKEEP_CACHE/pg or
+// $XDG_CACHE_HOME/pgkeep/pg or ~/.cache/pgkeep/pg.
+func InstallRoot() string {
+	if dir := os.Getenv("PGKEEP_PG_ROOT"); dir != "" {
+		return dir
+	}
+	if os.Geteuid() == 0 {
+		return "/var/cache/pgkeep/pg"
+	}
+	if dir := os.Getenv("PGKEEP_CACHE"); dir != "" {
+		return filepath.Join(dir, "pg")
+	}
+	base := os.Getenv("XDG_CACHE_HOME")
+	if base == "" {
+		home, _ := os.UserHomeDir()
+		base = filepath.Join(home, ".cache")
+	}
+	return filepath.Join(base, "pgkeep", "pg")
+}
+
+// RunnerFor returns the runner for the server programs of one major
+// version: the default PostgreSQL's if it is that major, else those under
+// InstallRoot (or the places pgctl.FindServer knows). Client programs
+// come from the newest Debian PostgreSQL (pgctl.FindClientDir).
+func RunnerFor(t testing.TB, major int) *pgctl.Runner {
+	t.Helper()
+	skipShort(t, "PostgreSQL")
+	if major == 0 {
+		return Runner(t)
+	}
+	if r, err := defaultRunner(); err == nil && r.Major == major {
+		return r
+	}
+	majorMu.Lock()
+	e := majorRunners[major]
+	if e == nil {
+		e = &majorRunner{}
+		majorRunners[major] = e
+	}
+	majorMu.Unlock()
+	e.once.Do(func() {
+		e.r, e.err = pgctl.NewFor(major, filepath.Join(InstallRoot(), strconv.Itoa(major), "bin"))
+	})
+	Require(t, fmt.Sprintf("PostgreSQL %d", major), e.err == nil, fmt.Sprint(e.err, "; run scripts/test-deps.sh (make test-deps) to install it"))
+	return e.r
+}
+
+// BinDir returns the default PostgreSQL's server program directory.
 func BinDir(t testing.TB) string { return Runner(t).BinDir }
+
+// BinDirFor returns the server program directory of one major version.
+func BinDirFor(t testing.TB, major int) string { return RunnerFor(t, major).BinDir }
 
 // Command prepares a program to run as the database OS user, with the
 // environment of the test process plus a HOME that user can use.
 func Command(ctx context.Context, name string, args ...string) *exec.Cmd {
-	r, err := pgctl.New()
+	r, err := defaultRunner()
 	if err != nil {
 		// No PostgreSQL: still run the program as ourselves.
 		cmd := exec.CommandContext(ctx, name, args...)
@@ -96,6 +179,7 @@ func FreePort(t testing.TB) int {
 
 // Options configures NewCluster.
 type Options struct {
+	Major        int               // PostgreSQL major version; 0: the default PostgreSQL
 	Checksums    *bool             // default true
 	WalSegSizeMB int               // 0: PostgreSQL's default (16)
 	Conf         map[string]string // appended to postgresql.conf
@@ -107,6 +191,7 @@ type Cluster struct {
 	SocketDir string
 	Port      int
 	BinDir    string
+	Major     int // of the server programs in BinDir
 	pg        *pgctl.Cluster
 }
 
@@ -114,12 +199,18 @@ type Cluster struct {
 // started. Cleanup stops it (immediate) and removes everything.
 func NewCluster(t testing.TB, opts Options) *Cluster {
 	t.Helper()
-	r := Runner(t)
+	r := RunnerFor(t, opts.Major)
 	base := TempDir(t, "pgk-")
 	c := newCluster(t, r, filepath.Join(base, "data"), base)
 	args := []string{"-D", c.DataDir, "--auth=trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"}
-	if opts.Checksums == nil || *opts.Checksums {
+	switch {
+	case opts.Checksums == nil || *opts.Checksums:
 		args = append(args, "--data-checksums")
+	case r.Major >= 18:
+		// initdb turns data checksums on by default since PostgreSQL 18
+		// (initdb.c, data_checksums = true); --no-data-checksums is new
+		// in 18 too.
+		args = append(args, "--no-data-checksums")
 	}
 	if opts.WalSegSizeMB > 0 {
 		args = append(args, "--wal-segsize", strconv.Itoa(opts.WalSegSizeMB))
@@ -144,7 +235,7 @@ func newCluster(t testing.TB, r *pgctl.Runner, dataDir, base string) *Cluster {
 	os.Chmod(sock, 0o755)
 	r.Chown(sock)
 	port := FreePort(t)
-	c := &Cluster{DataDir: dataDir, SocketDir: sock, Port: port, BinDir: r.BinDir,
+	c := &Cluster{DataDir: dataDir, SocketDir: sock, Port: port, BinDir: r.BinDir, Major: r.Major,
 		pg: &pgctl.Cluster{R: r, DataDir: dataDir, Port: port, Socket: sock, LogFile: filepath.Join(base, "server.log")}}
 	t.Cleanup(func() {
 		if c.Running() {
@@ -156,9 +247,20 @@ func newCluster(t testing.TB, r *pgctl.Runner, dataDir, base string) *Cluster {
 
 // Adopt wraps a data directory made elsewhere (by a restore) so it can be
 // started on a new port and socket, without changing its configuration.
+// It runs the server programs of the directory's major version (from
+// PG_VERSION); binDir, when not empty, must hold that major's.
 func Adopt(t testing.TB, dataDir, binDir string) *Cluster {
 	t.Helper()
-	r := Runner(t)
+	major, err := pgcontrol.ReadVersionFile(dataDir)
+	if err != nil {
+		t.Fatalf("adopting %s: %v", dataDir, err)
+	}
+	r := RunnerFor(t, major)
+	if binDir != "" && binDir != r.BinDir {
+		if m, err := pgctl.ServerMajor(binDir); err != nil || m != major {
+			t.Fatalf("adopting %s (PostgreSQL %d) with the server programs in %s (PostgreSQL %d, %v)", dataDir, major, binDir, m, err)
+		}
+	}
 	base := TempDir(t, "pgk-adopt-")
 	return newCluster(t, r, dataDir, base)
 }
@@ -208,6 +310,13 @@ func (c *Cluster) Reload(t testing.TB) {
 
 // Env returns the libpq environment for the cluster.
 func (c *Cluster) Env() []string { return c.pg.Env() }
+
+// Command prepares a PostgreSQL program (a server program of the
+// cluster's major, or a client program) to run as the database OS user
+// against the cluster.
+func (c *Cluster) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	return c.pg.R.Command(ctx, c.Env(), name, args...)
+}
 
 // ConnString returns a pgx connection string.
 func (c *Cluster) ConnString() string { return c.pg.ConnString() }
@@ -276,7 +385,7 @@ func (c *Cluster) WaitPromoted(t testing.TB, timeout time.Duration) {
 // Pgbench runs pgbench against c and returns its output.
 func Pgbench(t testing.TB, c *Cluster, args ...string) string {
 	t.Helper()
-	out, err := Runner(t).Run(context.Background(), c.Env(), "pgbench", args...)
+	out, err := c.pg.R.Run(context.Background(), c.Env(), "pgbench", args...)
 	if err != nil {
 		t.Fatal(err)
 	}

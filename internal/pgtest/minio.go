@@ -17,6 +17,7 @@ type MinIO struct {
 // MinIOBinary finds the MinIO server (see miniosrv.Binary) and Require()s it.
 func MinIOBinary(t testing.TB) string {
 	t.Helper()
+	skipShort(t, "MinIO")
 	bin, err := miniosrv.Binary()
 	Require(t, "MinIO", err == nil, "run scripts/test-deps.sh (make test-deps) to build it")
 	return bin

@@ -18,6 +18,7 @@ import (
 
 	"github.com/pgkeep/pgkeep/internal/catalog"
 	"github.com/pgkeep/pgkeep/internal/envelope"
+	"github.com/pgkeep/pgkeep/internal/pgversion"
 	"github.com/pgkeep/pgkeep/internal/progress"
 	"github.com/pgkeep/pgkeep/internal/repo"
 	"github.com/pgkeep/pgkeep/internal/walarchive"
@@ -95,6 +96,9 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	m, chain, err := ChooseBackup(backups, ix, hist, opts.BackupID, opts.Target)
 	if err != nil {
 		return nil, err
+	}
+	if err := pgversion.Check(m.PGMajor, "backup "+m.ID); err != nil {
+		return nil, fmt.Errorf("refusing to restore: %w", err)
 	}
 	if err := m.NeedContents(); err != nil {
 		return nil, err
@@ -517,7 +521,12 @@ func writeRecovery(pgdata string, m *catalog.Manifest, opts Options, tsMap map[s
 }
 
 // recoveryConf renders the recovery settings appended to
-// postgresql.auto.conf (PostgreSQL 12+: there is no recovery.conf).
+// postgresql.auto.conf. The same for every supported major: PostgreSQL 12
+// made them server settings (no recovery.conf; recovery.signal and
+// standby.signal instead) and made recovery_target_timeline default to
+// latest, and every setting written here exists under the same name from
+// 12 to 18 (the "Archive Recovery" and "Recovery Target" sections of each
+// release's runtime-config-wal documentation).
 func recoveryConf(m *catalog.Manifest, opts Options) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n# Recovery settings written by pgkeep restore of backup %s at %s.\n", m.ID, time.Now().UTC().Format(time.RFC3339))

@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgkeep/pgkeep/internal/pgctl"
+	"github.com/pgkeep/pgkeep/internal/pgversion"
 	"github.com/pgkeep/pgkeep/internal/progress"
 	"github.com/pgkeep/pgkeep/internal/repo"
 	"github.com/pgkeep/pgkeep/internal/restore"
@@ -22,6 +24,10 @@ type DrillOptions struct {
 	Workers            int
 	RestoreCommand     string
 	RecoveryEndCommand string
+	// BinDir is the directory of the server programs (postgres, pg_ctl)
+	// of the backup's major version; "" looks where packages install them
+	// (pgctl.FindServer).
+	BinDir string
 	// Keep leaves the restored directory (stopped) for inspection.
 	Keep     bool
 	Timeout  time.Duration // for recovery; default 30 minutes
@@ -36,6 +42,8 @@ type DrillReport struct {
 	RecoveredLSN    string     `json:"recovered_lsn"`
 	RecoveredTo     *time.Time `json:"recovered_to_commit_time,omitempty"`
 	Databases       int        `json:"databases_checked"`
+	PGMajor         int        `json:"pg_major"`
+	Check           string     `json:"check"` // how the restored cluster was checked
 	AmcheckOutput   string     `json:"amcheck_output,omitempty"`
 	OK              bool       `json:"ok"`
 	Failure         string     `json:"failure,omitempty"`
@@ -55,16 +63,29 @@ func Drill(ctx context.Context, r *repo.Repo, opts DrillOptions) (*DrillReport, 
 	if opts.Timeout <= 0 {
 		opts.Timeout = 30 * time.Minute
 	}
-	runner, err := pgctl.New()
+	// The server that replays must be the backup's major (one repository
+	// holds one cluster, so the repository's major is every backup's).
+	id, err := r.Identity(ctx)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("restore drill: %w", err)
+	}
+	if err := pgversion.Check(id.PGMajor, "the repository's cluster"); err != nil {
+		return nil, fmt.Errorf("restore drill: %w", err)
+	}
+	runner, err := pgctl.NewFor(id.PGMajor, opts.BinDir)
+	if err != nil {
+		return nil, fmt.Errorf("restore drill of a PostgreSQL %d backup: %w; install PostgreSQL %d's server programs, or give their directory with --pg-bindir", id.PGMajor, err, id.PGMajor)
+	}
+	check := checkFor(id.PGMajor)
+	if check.program != "" && !fileExists(runner.Path(check.program)) {
+		return nil, fmt.Errorf("restore drill of a PostgreSQL %d backup: %s not found in %s or %q (it comes with PostgreSQL 14 or later's client programs)", id.PGMajor, check.program, runner.BinDir, runner.ClientDir)
 	}
 	ws, err := os.MkdirTemp("", "pgkeep-drill-")
 	if err != nil {
 		return nil, err
 	}
 	os.Chmod(ws, 0o755)
-	out := &DrillReport{}
+	out := &DrillReport{PGMajor: id.PGMajor, Check: check.name}
 	cluster := &pgctl.Cluster{R: runner, DataDir: filepath.Join(ws, "data"), Socket: filepath.Join(ws, "sock"), LogFile: filepath.Join(ws, "server.log")}
 	defer func() {
 		cluster.Stop(context.WithoutCancel(ctx), "immediate")
@@ -110,7 +131,7 @@ func Drill(ctx context.Context, r *repo.Repo, opts DrillOptions) (*DrillReport, 
 		out.Failure = fmt.Sprintf("the restored cluster did not start: %v", err)
 		return out, nil
 	}
-	if err := waitOpen(ctx, cluster, opts.Timeout); err != nil {
+	if err := waitOpen(ctx, cluster, id.PGMajor, opts.Timeout); err != nil {
 		out.Failure = err.Error()
 		return out, nil
 	}
@@ -126,30 +147,133 @@ func Drill(ctx context.Context, r *repo.Repo, opts DrillOptions) (*DrillReport, 
 	conn.QueryRow(ctx, `SELECT count(*) FROM pg_database WHERE datallowconn`).Scan(&out.Databases)
 	conn.Close(ctx)
 	out.RecoveredLSN, out.RecoveredTo = lsn, ts
-	rep.Logf("drill: recovered to LSN %s; running pg_amcheck on %d databases", lsn, out.Databases)
-	amOut, err := runner.Run(ctx, cluster.Env(), "pg_amcheck", "--all", "--install-missing", "--heapallindexed")
+	rep.Logf("drill: recovered to LSN %s; checking %d databases with %s", lsn, out.Databases, check.name)
+	amOut, err := check.run(ctx, runner, cluster)
 	out.AmcheckOutput = amOut
 	if err != nil {
-		out.Failure = fmt.Sprintf("pg_amcheck found problems: %v", err)
+		out.Failure = fmt.Sprintf("%s found problems: %v", check.name, err)
 		return out, nil
 	}
 	out.OK = true
 	return out, nil
 }
 
+// clusterCheck is how the drill checks the restored cluster with amcheck.
+type clusterCheck struct {
+	name    string
+	program string // a client program it needs, or ""
+	run     func(ctx context.Context, r *pgctl.Runner, c *pgctl.Cluster) (string, error)
+}
+
+// The checks of each major (amcheck's "pg_amcheck" and "amcheck" pages of
+// each release's manual; the amcheck extension's versions were checked on
+// each major's build: 1.2 on 12 and 13, 1.3 on 14, 1.5 on 18).
+var (
+	// PostgreSQL 12 and 13: amcheck 1.2 has no verify_heapam, which
+	// pg_amcheck needs; bt_index_check(index, heapallindexed) checks every
+	// B-tree index and that each heap tuple it should index is there.
+	checkIndexes = clusterCheck{name: "bt_index_check(heapallindexed)", run: checkBtrees}
+	// PostgreSQL 14 and later: pg_amcheck checks heap and B-tree pages of
+	// every database.
+	checkPgAmcheck = clusterCheck{name: "pg_amcheck", program: "pg_amcheck", run: func(ctx context.Context, r *pgctl.Runner, c *pgctl.Cluster) (string, error) {
+		return r.Run(ctx, c.Env(), "pg_amcheck", "--all", "--install-missing", "--heapallindexed")
+	}}
+)
+
+func checkFor(major int) clusterCheck {
+	if major < 14 {
+		return checkIndexes
+	}
+	return checkPgAmcheck
+}
+
+// checkBtrees runs bt_index_check with heapallindexed on every valid
+// B-tree index of every database that allows connections, installing
+// amcheck where it is missing.
+func checkBtrees(ctx context.Context, _ *pgctl.Runner, c *pgctl.Cluster) (string, error) {
+	conn, err := pgx.Connect(ctx, c.ConnString())
+	if err != nil {
+		return "", err
+	}
+	rows, err := conn.Query(ctx, `SELECT datname FROM pg_database WHERE datallowconn ORDER BY datname`)
+	var dbs []string
+	if err == nil {
+		for rows.Next() {
+			var db string
+			if err = rows.Scan(&db); err != nil {
+				break
+			}
+			dbs = append(dbs, db)
+		}
+		rows.Close()
+		if err == nil {
+			err = rows.Err()
+		}
+	}
+	conn.Close(ctx)
+	if err != nil {
+		return "", fmt.Errorf("listing databases: %w", err)
+	}
+	var out strings.Builder
+	for _, db := range dbs {
+		n, err := checkBtreesIn(ctx, c, db)
+		if err != nil {
+			return out.String(), fmt.Errorf("database %q: %w", db, err)
+		}
+		fmt.Fprintf(&out, "database %q: %d B-tree indexes checked\n", db, n)
+	}
+	return out.String(), nil
+}
+
+func checkBtreesIn(ctx context.Context, c *pgctl.Cluster, db string) (int, error) {
+	cfg, err := pgx.ParseConfig(c.ConnString())
+	if err != nil {
+		return 0, err
+	}
+	cfg.Database = db
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS amcheck`); err != nil {
+		return 0, fmt.Errorf("installing amcheck: %w", err)
+	}
+	var n int
+	err = conn.QueryRow(ctx, `SELECT count(bt_index_check(c.oid, true))
+		FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam
+		WHERE am.amname = 'btree' AND c.relpersistence <> 't' AND i.indisvalid AND i.indisready`).Scan(&n)
+	return n, err
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// replayPausedQuery is how a major tells that replay is paused (at a
+// recovery target with recovery_target_action = pause): PostgreSQL 14 added
+// pg_get_wal_replay_pause_state(), whose 'paused' means paused indeed;
+// before it, pg_is_wal_replay_paused() is all there is.
+func replayPausedQuery(major int) string {
+	if major < 14 {
+		return `SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END`
+	}
+	return `SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() = 'paused' ELSE false END`
+}
+
 // waitOpen waits until the cluster accepts connections and is out of
 // recovery, or has paused at its target (still in recovery, but replay
 // paused), or has shut down at its target.
-func waitOpen(ctx context.Context, c *pgctl.Cluster, timeout time.Duration) error {
+func waitOpen(ctx context.Context, c *pgctl.Cluster, major int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		conn, err := pgx.Connect(ctx, c.ConnString())
 		if err == nil {
-			var rec bool
-			var paused string
-			err = conn.QueryRow(ctx, `SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() ELSE '' END`).Scan(&rec, &paused)
+			var rec, paused bool
+			err = conn.QueryRow(ctx, replayPausedQuery(major)).Scan(&rec, &paused)
 			conn.Close(ctx)
-			if err == nil && (!rec || paused == "paused") {
+			if err == nil && (!rec || paused) {
 				return nil
 			}
 		}

@@ -5,8 +5,8 @@
 // history files.
 //
 // Facts follow src/include/access/xlog_internal.h and
-// src/backend/access/transam/timeline.c of PostgreSQL 12 to 17, which agree
-// on everything here.
+// src/backend/access/transam/timeline.c of PostgreSQL 12 to 18, which agree
+// on everything here, except the WAL page magic (pageheader.go).
 package wal
 
 import (
@@ -26,13 +26,14 @@ type LSN uint64
 // InvalidLSN is PostgreSQL's InvalidXLogRecPtr.
 const InvalidLSN LSN = 0
 
-// String formats the LSN as PostgreSQL 12 to 17 do ("%X/%X"): the high and
+// String formats the LSN as PostgreSQL 12 to 18 do ("%X/%X"): the high and
 // low 32 bits in upper-case hex without padding, e.g. "16/B374D848".
 func (l LSN) String() string { return fmt.Sprintf("%X/%X", uint32(l>>32), uint32(l)) }
 
 // ParseLSN parses "hi/lo", each half 1 to 8 hex digits (either case), the
-// form pg_lsn accepts and PostgreSQL prints. Zero-padded halves, as
-// PostgreSQL 18 prints the low half, are accepted too.
+// form pg_lsn accepts and PostgreSQL prints. Zero-padded halves are accepted too,
+// though PostgreSQL 12 to 18 never print them (18 writes "0/2000028" in a
+// backup label, testdata of internal/pgcontrol).
 func ParseLSN(s string) (LSN, error) {
 	hi, lo, ok := strings.Cut(s, "/")
 	if !ok || !isHex(hi, 1, 8) || !isHex(lo, 1, 8) {

@@ -263,11 +263,12 @@ func pushAheadOne(ctx context.Context, r *repo.Repo, id *repo.Identity, tag, wal
 		return err
 	}
 	defer enc.release()
-	hdr, err := ParseSegmentHeader(enc.head)
+	hdr, err := wal.ParseSegmentHeader(enc.head)
 	switch {
 	case err != nil:
 		return err
-	case hdr.SysID != id.SystemIdentifier || uint64(hdr.SegSize) != id.WalSegSize || uint64(enc.sum.Size) != id.WalSegSize:
+	case hdr.SysID != id.SystemIdentifier || uint64(hdr.SegSize) != id.WalSegSize || uint64(enc.sum.Size) != id.WalSegSize ||
+		(id.PGMajor != 0 && hdr.Major != id.PGMajor):
 		return errors.New("not a whole segment of the repository's cluster")
 	case enc.id == fileID{}:
 		return errors.New("file identity unknown")

@@ -5,7 +5,6 @@ package walarchive
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +12,7 @@ import (
 	"path/filepath"
 
 	"github.com/pgkeep/pgkeep/internal/pgcontrol"
+	"github.com/pgkeep/pgkeep/internal/pgversion"
 	"github.com/pgkeep/pgkeep/internal/repo"
 	"github.com/pgkeep/pgkeep/internal/storage"
 	"github.com/pgkeep/pgkeep/internal/wal"
@@ -156,18 +156,18 @@ func identify(kind wal.Kind, head []byte, size int64, path, pgdata string) (clus
 
 	isSegment := kind == wal.KindSegment || kind == wal.KindPartial
 	if isSegment {
-		hdr, err := ParseSegmentHeader(head)
+		hdr, err := wal.ParseSegmentHeader(head)
 		if err != nil {
 			return clusterInfo{}, fmt.Errorf("%s: %w", path, err)
 		}
 		if kind == wal.KindSegment && uint64(size) != uint64(hdr.SegSize) {
 			return clusterInfo{}, fmt.Errorf("%s is %d bytes but its header says segments are %d bytes; is it being written?", path, size, hdr.SegSize)
 		}
-		info := clusterInfo{sysID: hdr.SysID, segSize: uint64(hdr.SegSize), source: "the segment's page header"}
-		if ctl != nil && ctl.SystemIdentifier == hdr.SysID {
-			info.major, _ = ctl.MajorVersion()
-		}
-		return info, nil
+		// The page magic names the major that wrote the segment.
+		return clusterInfo{sysID: hdr.SysID, major: hdr.Major, segSize: uint64(hdr.SegSize), source: "the segment's page header"}, nil
+	}
+	if errors.Is(ctlErr, pgversion.ErrUnsupported) {
+		return clusterInfo{}, fmt.Errorf("refusing to archive %s: %w", filepath.Base(path), ctlErr)
 	}
 	if ctl == nil {
 		return clusterInfo{}, fmt.Errorf("cannot tell which cluster %s belongs to: reading pg_control: %w", filepath.Base(path), ctlErr)
@@ -178,43 +178,6 @@ func identify(kind wal.Kind, head []byte, size int64, path, pgdata string) (clus
 	}
 	return clusterInfo{sysID: ctl.SystemIdentifier, major: major, segSize: uint64(ctl.WalSegSize),
 		source: "pg_control in " + pgdata}, nil
-}
-
-// SegmentHeader is the long page header at the start of every WAL segment.
-type SegmentHeader struct {
-	Magic    uint16
-	TLI      uint32
-	PageAddr uint64
-	SysID    uint64
-	SegSize  uint32
-	BlockSz  uint32
-}
-
-// xlpLongHeader is XLP_LONG_HEADER in xlp_info.
-const xlpLongHeader = 0x0002
-
-// ParseSegmentHeader reads the long page header (XLogLongPageHeaderData)
-// at the start of a WAL segment.
-func ParseSegmentHeader(data []byte) (SegmentHeader, error) {
-	if len(data) < 40 {
-		return SegmentHeader{}, errors.New("too short to be a WAL segment")
-	}
-	h := SegmentHeader{
-		Magic:    binary.LittleEndian.Uint16(data[0:2]),
-		TLI:      binary.LittleEndian.Uint32(data[4:8]),
-		PageAddr: binary.LittleEndian.Uint64(data[8:16]),
-		SysID:    binary.LittleEndian.Uint64(data[24:32]),
-		SegSize:  binary.LittleEndian.Uint32(data[32:36]),
-		BlockSz:  binary.LittleEndian.Uint32(data[36:40]),
-	}
-	info := binary.LittleEndian.Uint16(data[2:4])
-	if h.Magic&0xFF00 != 0xD100 || info&xlpLongHeader == 0 {
-		return SegmentHeader{}, fmt.Errorf("not a WAL segment: no long page header (magic %#04x, info %#04x)", h.Magic, info)
-	}
-	if !wal.ValidSegSize(uint64(h.SegSize)) || h.BlockSz == 0 || h.BlockSz&(h.BlockSz-1) != 0 {
-		return SegmentHeader{}, fmt.Errorf("not a WAL segment: implausible segment size %d or block size %d", h.SegSize, h.BlockSz)
-	}
-	return h, nil
 }
 
 // FetchOptions configures Fetch.
