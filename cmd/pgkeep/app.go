@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,10 +14,8 @@ import (
 	"golang.org/x/term"
 
 	"github.com/pgkeep/pgkeep/internal/config"
-	"github.com/pgkeep/pgkeep/internal/crypt"
 	"github.com/pgkeep/pgkeep/internal/progress"
 	"github.com/pgkeep/pgkeep/internal/repo"
-	"github.com/pgkeep/pgkeep/internal/storage"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -137,26 +136,7 @@ func (a *app) openRepo(cmd *cobra.Command) (*repo.Repo, *config.Config, error) {
 
 // openRepoWith opens the repository cfg describes, with its keys.
 func (a *app) openRepoWith(cmd *cobra.Command, cfg *config.Config) (*repo.Repo, error) {
-	policy := storage.DefaultRetryPolicy()
-	policy.MaxElapsed = cfg.RetryTimeout
-	r, err := repo.Open(cmd.Context(), cfg, policy)
-	if err != nil {
-		return nil, err
-	}
-	var rec *crypt.Recipients
-	var ids *crypt.Identities
-	if cfg.AgeRecipients != "" {
-		if rec, err = crypt.LoadRecipients(cfg.AgeRecipients); err != nil {
-			return nil, &usageError{err}
-		}
-	}
-	if cfg.AgeIdentity != "" {
-		if ids, err = crypt.LoadIdentities(cfg.AgeIdentity); err != nil {
-			return nil, &usageError{err}
-		}
-	}
-	r.SetKeys(rec, ids)
-	return r, nil
+	return openRepository(cmd.Context(), cfg)
 }
 
 func (a *app) env(name string) string {
@@ -195,4 +175,10 @@ func (a *app) progress(quiet bool) progress.Reporter {
 		return progress.NewBar(a.stderr)
 	}
 	return progress.NewLines(a.stderr, 5*time.Second)
+}
+
+func (a *app) printJSON(v any) error {
+	enc := json.NewEncoder(a.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }

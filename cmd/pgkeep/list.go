@@ -27,31 +27,18 @@ incomplete backups (in progress, or interrupted: garbage that expire removes).`,
 			if err != nil {
 				return err
 			}
-			ctx := cmd.Context()
-			id, err := r.Identity(ctx)
+			cat, err := catalog.Load(cmd.Context(), r)
 			if err != nil {
 				return err
 			}
-			entries, err := catalog.Scan(ctx, r.Storage())
-			if err != nil {
-				return err
-			}
+			id, ix := cat.Identity, cat.WAL
 			var backups []backupSummary
-			var incomplete []incompleteBackup
-			for _, e := range entries {
-				if !e.Complete {
-					incomplete = append(incomplete, incompleteBackup{ID: e.ID, Objects: e.Objects, Stored: e.Stored, LastWrite: e.Modified})
-					continue
-				}
-				m, err := catalog.ReadManifest(ctx, r, e.ID)
-				if err != nil {
-					return err
-				}
+			for _, m := range cat.Backups {
 				backups = append(backups, summarize(m))
 			}
-			ix, err := catalog.ScanWAL(ctx, r.Storage(), id.WalSegSize)
-			if err != nil {
-				return err
+			var incomplete []incompleteBackup
+			for _, e := range cat.Incomplete() {
+				incomplete = append(incomplete, incompleteBackup{ID: e.ID, Objects: e.Objects, Stored: e.Stored, LastWrite: e.Modified})
 			}
 			if asJSON {
 				out := struct {

@@ -137,7 +137,7 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	// Ids are seconds apart; wait out a collision with a backup that
 	// started in the same second.
 	for {
-		if _, err := r.Storage().Stat(ctx, catalog.StartedKey(id)); errors.Is(err, storage.ErrNotFound) {
+		if taken, err := r.Exists(ctx, repo.Started(id)); err == nil && !taken {
 			break
 		} else if err != nil {
 			return nil, fmt.Errorf("checking backup id: %w", err)
@@ -255,7 +255,7 @@ func waitForWAL(ctx context.Context, r *repo.Repo, conn *pgx.Conn, pgdata string
 	for _, name := range segs {
 		delay := 100 * time.Millisecond
 		for {
-			_, err := r.StoredSum(ctx, repo.WALKey(name))
+			_, err := r.StoredSum(ctx, repo.WAL(name))
 			if err == nil {
 				break
 			}
@@ -391,7 +391,7 @@ func (c *copier) object(ctx context.Context, job objectJob, buf *bytes.Buffer, r
 	if err != nil {
 		return objectResult{}, err
 	}
-	key := catalog.DataKey(c.id, job.seq)
+	key := repo.Data(c.id, job.seq)
 	put, err := c.r.PutEncoded(ctx, key, buf.Bytes(), sum)
 	if err != nil {
 		return objectResult{}, fmt.Errorf("storing %s: %w", key, err)

@@ -20,7 +20,7 @@ type Histories map[uint32][]wal.HistoryEntry
 func LoadHistories(ctx context.Context, r *repo.Repo, ix *WALIndex) (Histories, error) {
 	h := Histories{}
 	for _, name := range ix.Histories {
-		data, _, err := r.GetObject(ctx, repo.WALKey(name))
+		data, _, err := r.GetObject(ctx, repo.WAL(name))
 		if errors.Is(err, envelope.ErrEncrypted) {
 			return nil, fmt.Errorf("reading timeline history file %s (stored encrypted by an older pgkeep; newer ones are stored in the clear): %w", name, err)
 		}

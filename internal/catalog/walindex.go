@@ -1,14 +1,11 @@
 package catalog
 
 import (
-	"context"
-	"fmt"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/pgkeep/pgkeep/internal/repo"
-	"github.com/pgkeep/pgkeep/internal/storage"
 	"github.com/pgkeep/pgkeep/internal/wal"
 )
 
@@ -42,11 +39,14 @@ type WALIndex struct {
 	Backups   []string       `json:"backup_history_files,omitempty"`
 	Bytes     int64          `json:"stored_bytes"`
 	Newest    time.Time      `json:"newest_archived_at"`
+	// Objects are every object listed under wal/, strays included.
+	Objects []repo.WALObject `json:"-"`
 }
 
-// ScanWAL lists the archived WAL files.
-func ScanWAL(ctx context.Context, st storage.Storage, segSize uint64) (*WALIndex, error) {
-	ix := &WALIndex{SegSize: segSize}
+// IndexWAL builds the index of the archived WAL files objs (as
+// repo.ListWAL or repo.Scan list them).
+func IndexWAL(objs []repo.WALObject, segSize uint64) *WALIndex {
+	ix := &WALIndex{SegSize: segSize, Objects: objs}
 	byTLI := map[uint32]*TimelineWAL{}
 	get := func(tli uint32) *TimelineWAL {
 		t := byTLI[tli]
@@ -56,46 +56,40 @@ func ScanWAL(ctx context.Context, st storage.Storage, segSize uint64) (*WALIndex
 		}
 		return t
 	}
-	err := st.List(ctx, repo.WALPrefix, func(oi storage.ObjectInfo) error {
-		name := oi.Key[strings.LastIndex(oi.Key, "/")+1:]
-		kind, err := wal.Classify(name)
-		if err != nil {
-			return nil // not ours; verify reports strays
+	for _, o := range objs {
+		if o.Stray {
+			continue // not ours; verify reports strays
 		}
-		ix.Bytes += oi.Size
-		if oi.ModTime.After(ix.Newest) {
-			ix.Newest = oi.ModTime
+		ix.Bytes += o.Size
+		if o.ModTime.After(ix.Newest) {
+			ix.Newest = o.ModTime
 		}
-		switch kind {
+		switch o.Kind {
 		case wal.KindTimelineHistory:
-			ix.Histories = append(ix.Histories, name)
+			ix.Histories = append(ix.Histories, o.Name)
 		case wal.KindBackupHistory:
-			ix.Backups = append(ix.Backups, name)
+			ix.Backups = append(ix.Backups, o.Name)
 		case wal.KindPartial:
-			seg, err := wal.ParseSegmentName(strings.TrimSuffix(name, ".partial"), segSize)
+			seg, err := wal.ParseSegmentName(strings.TrimSuffix(o.Name, ".partial"), segSize)
 			if err == nil {
-				get(uint32(seg.TLI)).Partial = append(get(uint32(seg.TLI)).Partial, name)
+				get(uint32(seg.TLI)).Partial = append(get(uint32(seg.TLI)).Partial, o.Name)
 			}
 		case wal.KindSegment:
-			seg, err := wal.ParseSegmentName(name, segSize)
+			seg, err := wal.ParseSegmentName(o.Name, segSize)
 			if err != nil {
-				return nil
+				continue
 			}
 			t := get(uint32(seg.TLI))
-			t.Add(seg.No, oi.ModTime)
-			t.Bytes += oi.Size
+			t.Add(seg.No, o.ModTime)
+			t.Bytes += o.Size
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("listing archived WAL: %w", err)
 	}
 	for _, t := range byTLI {
 		t.computeGaps()
 		ix.Timelines = append(ix.Timelines, t)
 	}
 	sort.Slice(ix.Timelines, func(i, j int) bool { return ix.Timelines[i].Timeline < ix.Timelines[j].Timeline })
-	return ix, nil
+	return ix
 }
 
 // Timeline returns the WAL on tli, or nil.

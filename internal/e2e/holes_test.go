@@ -154,7 +154,7 @@ func TestArchiverFailureReported(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := repo.New(st2, envelope.Compression{}).EnsureIdentity(context.Background(), repo.Identity{SystemIdentifier: 1, PGMajor: 15, WalSegSize: 16 << 20}); err != nil {
+	if _, err := repo.New(st2, repo.Options{Compression: envelope.Compression{}}).EnsureIdentity(context.Background(), repo.Identity{SystemIdentifier: 1, PGMajor: 15, WalSegSize: 16 << 20}); err != nil {
 		t.Fatal(err)
 	}
 	pgtest.Runner(t).ChownTree(strings.TrimPrefix(foreign.URL, "file://"))

@@ -24,7 +24,7 @@ func newLocal(t *testing.T) (*Repo, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return New(st, envelope.Compression{Codec: envelope.Zstd}), root
+	return New(st, Options{Compression: envelope.Compression{Codec: envelope.Zstd}}), root
 }
 
 var facts = Identity{SystemIdentifier: 7441071349612345678, PGMajor: 15, WalSegSize: 16 << 20}
@@ -39,7 +39,7 @@ func TestIdentityOnlyFromFacts(t *testing.T) {
 	if _, err := r.EnsureIdentity(ctx, unknown); !errors.Is(err, ErrUnknownCluster) || !strings.Contains(err.Error(), "PGDATA") {
 		t.Fatalf("identity from an unknown major: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(root, IdentityKey)); err == nil {
+	if _, err := os.Stat(filepath.Join(root, identityKey.s)); err == nil {
 		t.Fatal("an identity record was written from unknown values")
 	}
 
@@ -47,7 +47,7 @@ func TestIdentityOnlyFromFacts(t *testing.T) {
 	poisoned := facts
 	poisoned.PGMajor = 0
 	poisoned.Format = FormatVersion
-	writeRecord(t, r, IdentityKey, poisoned)
+	writeRecord(t, r, identityKey, poisoned)
 	_, err := r.EnsureIdentity(ctx, facts)
 	if !errors.Is(err, ErrForeignCluster) || !strings.Contains(err.Error(), "identity --repair") {
 		t.Fatalf("push against a poisoned record: %v", err)
@@ -63,7 +63,7 @@ func TestIdentityOnlyFromFacts(t *testing.T) {
 	if err != nil || id.PGMajor != 15 {
 		t.Fatalf("repair: %+v %v", id, err)
 	}
-	if _, err := os.Stat(filepath.Join(root, RepairKey)); err == nil {
+	if _, err := os.Stat(filepath.Join(root, repairKey.s)); err == nil {
 		t.Fatal("repair record left behind")
 	}
 	r2, _ := reopen(t, root)
@@ -83,7 +83,7 @@ func TestRepairInterrupted(t *testing.T) {
 	r, root := newLocal(t)
 	fixed := facts
 	fixed.Format = FormatVersion
-	writeRecord(t, r, RepairKey, fixed)
+	writeRecord(t, r, repairKey, fixed)
 	r2, _ := reopen(t, root)
 	id, err := r2.Identity(ctx)
 	if err != nil || id.PGMajor != 15 {
@@ -94,18 +94,18 @@ func TestRepairInterrupted(t *testing.T) {
 	if _, err := r2.EnsureIdentity(ctx, other); !errors.Is(err, ErrForeignCluster) {
 		t.Fatalf("a writer of another cluster during an interrupted repair: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(root, IdentityKey)); err == nil {
+	if _, err := os.Stat(filepath.Join(root, identityKey.s)); err == nil {
 		t.Fatal("a writer created a new identity record over an interrupted repair")
 	}
 	if _, err := r2.RepairIdentity(ctx, facts); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(root, IdentityKey)); err != nil {
+	if _, err := os.Stat(filepath.Join(root, identityKey.s)); err != nil {
 		t.Fatal("the repair was not finished")
 	}
 }
 
-func writeRecord(t *testing.T, r *Repo, key string, id Identity) {
+func writeRecord(t *testing.T, r *Repo, key Key, id Identity) {
 	t.Helper()
 	id.SystemIDString = strconv.FormatUint(id.SystemIdentifier, 10)
 	data, err := json.Marshal(&id)
@@ -122,7 +122,7 @@ func reopen(t *testing.T, root string) (*Repo, storage.Storage) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return New(st, envelope.Compression{Codec: envelope.Zstd}), st
+	return New(st, Options{Compression: envelope.Compression{Codec: envelope.Zstd}}), st
 }
 
 // TestWriterVerifiesCiphertext: in an encrypted repository a writer with
@@ -138,20 +138,21 @@ func TestWriterVerifiesCiphertext(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, root := newLocal(t)
-	r.SetKeys(rec, nil)
+	_, root := newLocal(t)
+	st, _ := local.New(root)
+	r := New(st, Options{Compression: envelope.Compression{Codec: envelope.Zstd}, Recipients: rec})
 	if _, err := r.EnsureIdentity(ctx, facts); err != nil {
 		t.Fatal(err)
 	}
 	content := bytes.Repeat([]byte("pgkeep WAL "), 100000)
-	key := "wal/00000001/000000010000000000000001"
+	key := WAL("000000010000000000000001")
 	if _, err := r.PutObject(ctx, key, content); err != nil {
 		t.Fatal(err)
 	}
 	if sum, err := r.StoredSum(ctx, key); err != nil || sum != envelope.SumOf(content) {
 		t.Fatalf("stored sum of an intact object: %v %v", sum, err)
 	}
-	path := filepath.Join(root, filepath.FromSlash(key))
+	path := filepath.Join(root, filepath.FromSlash(key.String()))
 	data, _ := os.ReadFile(path)
 	data[len(data)/2] ^= 1
 	os.Chmod(path, 0o600)

@@ -266,7 +266,7 @@ func ReadEdge(ctx context.Context, r *repo.Repo, c catalog.Chain, major int, seg
 	for back := uint64(0); back < edgeLookBack && back <= seg.No; back++ {
 		no := seg.No - back
 		name := wal.SegmentName(seg.TLI, no, segSize)
-		data, _, err := r.GetObject(ctx, repo.WALKey(name))
+		data, _, err := r.GetObject(ctx, repo.WAL(name))
 		if errors.Is(err, storage.ErrNotFound) && back > 0 {
 			break // on another timeline further back: enough
 		}

@@ -77,23 +77,12 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	if err := checkEmpty(opts.PGData); err != nil {
 		return nil, err
 	}
-	id, err := r.Identity(ctx)
+	cat, err := catalog.Load(ctx, r)
 	if err != nil {
 		return nil, err
 	}
-	backups, err := catalog.Complete(ctx, r)
-	if err != nil {
-		return nil, err
-	}
-	ix, err := catalog.ScanWAL(ctx, r.Storage(), id.WalSegSize)
-	if err != nil {
-		return nil, err
-	}
-	hist, err := catalog.LoadHistories(ctx, r, ix)
-	if err != nil {
-		return nil, err
-	}
-	m, chain, err := ChooseBackup(backups, ix, hist, opts.BackupID, opts.Target)
+	id := cat.Identity
+	m, chain, err := ChooseBackup(cat.Backups, cat.WAL, cat.Histories, opts.BackupID, opts.Target)
 	if err != nil {
 		return nil, err
 	}
@@ -365,7 +354,7 @@ func fetchAll(ctx context.Context, r *repo.Repo, pgdata string, m *catalog.Manif
 			for o := range next {
 				ts := byObject[o.Seq]
 				sort.Slice(ts, func(i, j int) bool { return ts[i].piece.Offset < ts[j].piece.Offset })
-				key := catalog.DataKey(m.ID, o.Seq)
+				key := repo.Data(m.ID, o.Seq)
 				var got envelope.Sum
 				err := r.ReadObject(ctx, key, func(rd io.Reader) error {
 					var pos int64

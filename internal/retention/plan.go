@@ -43,7 +43,6 @@ type Incomplete struct {
 
 // WALFile is an archived WAL file the planner may remove.
 type WALFile struct {
-	Key      string
 	Name     string
 	Timeline uint32
 	SegNo    uint64
@@ -175,7 +174,7 @@ func MakePlan(in Input, p Policy) (*Plan, error) {
 			}
 			continue
 		}
-		plan.DeleteWAL = append(plan.DeleteWAL, f.Key)
+		plan.DeleteWAL = append(plan.DeleteWAL, f.Name)
 	}
 	sort.Strings(plan.DeleteWAL)
 	for _, name := range firstKept {
@@ -201,7 +200,7 @@ func (p *Plan) String() string {
 		fmt.Fprintf(&b, "remove   incomplete backup %s: interrupted\n", id)
 	}
 	if len(p.DeleteWAL) > 0 {
-		fmt.Fprintf(&b, "remove   %d WAL files no kept backup needs (%s .. %s)\n", len(p.DeleteWAL), base(p.DeleteWAL[0]), base(p.DeleteWAL[len(p.DeleteWAL)-1]))
+		fmt.Fprintf(&b, "remove   %d WAL files no kept backup needs (%s .. %s)\n", len(p.DeleteWAL), p.DeleteWAL[0], p.DeleteWAL[len(p.DeleteWAL)-1])
 	} else {
 		fmt.Fprintf(&b, "remove   no WAL\n")
 	}
@@ -210,5 +209,3 @@ func (p *Plan) String() string {
 	}
 	return b.String()
 }
-
-func base(key string) string { return key[strings.LastIndex(key, "/")+1:] }

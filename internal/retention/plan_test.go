@@ -24,7 +24,7 @@ func walFiles(tli uint32, from, to uint64) []WALFile {
 	var out []WALFile
 	for n := from; n <= to; n++ {
 		name := wal.SegmentName(wal.TimeLineID(tli), n, seg)
-		out = append(out, WALFile{Key: "wal/" + name[:8] + "/" + name, Name: name, Timeline: tli, SegNo: n, Kind: wal.KindSegment})
+		out = append(out, WALFile{Name: name, Timeline: tli, SegNo: n, Kind: wal.KindSegment})
 	}
 	return out
 }
@@ -41,7 +41,7 @@ func TestMakePlan(t *testing.T) {
 	five := []Backup{dayBackup(1), dayBackup(3), dayBackup(5), dayBackup(7), dayBackup(9)}
 	pinned := append([]Backup(nil), five...)
 	pinned[0].Pinned = true
-	history := WALFile{Key: "wal/00000002/00000002.history", Name: "00000002.history", Timeline: 2, Kind: wal.KindTimelineHistory}
+	history := WALFile{Name: "00000002.history", Timeline: 2, Kind: wal.KindTimelineHistory}
 	allWAL := append(walFiles(1, 10, 95), history)
 
 	cases := []struct {
@@ -104,7 +104,7 @@ func TestMakePlan(t *testing.T) {
 				if strings.HasSuffix(k, ".history") {
 					t.Errorf("history file %s deleted", k)
 				}
-				if k >= "wal/00000001/"+wal.SegmentName(1, c.walFrom, seg) {
+				if k >= wal.SegmentName(1, c.walFrom, seg) {
 					t.Errorf("deletes needed WAL %s", k)
 				}
 			}

@@ -4,7 +4,6 @@
 package status
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"time"
@@ -12,8 +11,6 @@ import (
 	"github.com/pgkeep/pgkeep/internal/catalog"
 	"github.com/pgkeep/pgkeep/internal/pgstat"
 	"github.com/pgkeep/pgkeep/internal/progress"
-	"github.com/pgkeep/pgkeep/internal/repo"
-	"github.com/pgkeep/pgkeep/internal/storage"
 )
 
 // Status is what `pgkeep status` reports.
@@ -72,44 +69,29 @@ type Sizes struct {
 	Total   int64 `json:"total"`
 }
 
-// Compute reads the repository and builds the status.
-func Compute(ctx context.Context, r *repo.Repo, now time.Time) (*Status, error) {
-	id, err := r.Identity(ctx)
-	if err != nil {
-		return nil, err
-	}
-	s := &Status{Repository: r.Location(), SystemIdentifier: id.SystemIDString, PGMajor: id.PGMajor, Now: now, Gaps: []string{}, Problems: []string{}, Warnings: []string{}}
+// Compute builds the status of the repository at location from what it
+// holds (cat, from catalog.Load). It is a pure function.
+func Compute(cat *catalog.Catalog, location string, now time.Time) *Status {
+	id := cat.Identity
+	s := &Status{Repository: location, SystemIdentifier: id.SystemIDString, PGMajor: id.PGMajor, Now: now, Gaps: []string{}, Problems: []string{}, Warnings: []string{}}
 	s.sysID = id.SystemIdentifier
-	entries, err := catalog.Scan(ctx, r.Storage())
-	if err != nil {
-		return nil, err
-	}
-	var backups []*catalog.Manifest
-	for _, e := range entries {
+	backups := cat.Backups
+	for _, e := range cat.Entries {
 		if e.Complete {
-			m, err := catalog.ReadManifest(ctx, r, e.ID)
-			if err != nil {
-				return nil, err
-			}
-			backups = append(backups, m)
 			s.Size.Backups += e.Stored
 		} else {
 			s.Size.Garbage += e.Stored
 		}
 	}
-	ix, err := catalog.ScanWAL(ctx, r.Storage(), id.WalSegSize)
-	if err != nil {
-		return nil, err
-	}
+	ix := cat.WAL
 	s.Size.WAL = ix.Bytes
-	err = r.Storage().List(ctx, "", func(oi storage.ObjectInfo) error {
-		s.Size.Total += oi.Size
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("listing the repository: %w", err)
+	s.Size.Other = cat.Other
+	for _, o := range ix.Objects {
+		if o.Stray {
+			s.Size.Other += o.Size
+		}
 	}
-	s.Size.Other = s.Size.Total - s.Size.WAL - s.Size.Backups - s.Size.Garbage
+	s.Size.Total = s.Size.WAL + s.Size.Backups + s.Size.Garbage + s.Size.Other
 
 	s.Backups = len(backups)
 	if n := len(backups); n > 0 {
@@ -144,10 +126,7 @@ func Compute(ctx context.Context, r *repo.Repo, now time.Time) (*Status, error) 
 			s.Gaps = append(s.Gaps, fmt.Sprintf("timeline %d: %s..%s", t.Timeline, g.From, g.To))
 		}
 	}
-	hist, err := catalog.LoadHistories(ctx, r, ix)
-	if err != nil {
-		return nil, err
-	}
+	hist := cat.Histories
 	for _, b := range backups {
 		c := ix.ChainFrom(hist, b.Timeline, b.Start(), 0)
 		if c.Last == "" || c.End < b.Stop() {
@@ -165,7 +144,7 @@ func Compute(ctx context.Context, r *repo.Repo, now time.Time) (*Status, error) 
 		s.Problems = append(s.Problems, "no backup is restorable")
 	}
 	s.explainRPO()
-	return s, nil
+	return s
 }
 
 // AddServer adds what the database server says (arch, or the error met

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"sort"
-	"strings"
 	"sync/atomic"
 
 	"github.com/pgkeep/pgkeep/internal/catalog"
@@ -18,6 +17,7 @@ import (
 	"github.com/pgkeep/pgkeep/internal/repo"
 	"github.com/pgkeep/pgkeep/internal/storage"
 	"github.com/pgkeep/pgkeep/internal/wal"
+	"golang.org/x/sync/errgroup"
 )
 
 // Problem is one thing that is wrong, named precisely.
@@ -81,63 +81,48 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Report, error) {
 	if opts.Workers < 1 {
 		opts.Workers = 1
 	}
-	id, err := r.Identity(ctx)
-	if err != nil {
-		return nil, err
-	}
-	entries, err := catalog.Scan(ctx, r.Storage())
+	cat, err := catalog.Load(ctx, r)
 	if err != nil {
 		return nil, err
 	}
 	_, canRead := r.Encrypted()
 	rep := &Report{Backups: []BackupReport{}, WALProblems: []Problem{}, ContentChecked: canRead}
 	v := &verifier{r: r, canRead: canRead}
-	ix, err := catalog.ScanWAL(ctx, r.Storage(), id.WalSegSize)
-	if err != nil {
-		return nil, err
-	}
-	hist, err := catalog.LoadHistories(ctx, r, ix)
-	if err != nil {
-		return nil, err
-	}
 	found := false
-	for _, e := range entries {
-		if !e.Complete || (opts.BackupID != "" && e.ID != opts.BackupID) {
+	for _, m := range cat.Backups {
+		if opts.BackupID != "" && m.ID != opts.BackupID {
 			continue
 		}
 		found = true
-		rep.Backups = append(rep.Backups, v.backup(ctx, e.ID, ix, hist, opts))
+		rep.Backups = append(rep.Backups, v.backup(ctx, m, cat, opts))
 	}
 	if opts.BackupID != "" && !found {
 		return nil, fmt.Errorf("%w: %s", catalog.ErrNoSuchBackup, opts.BackupID)
 	}
 	// Every archived WAL file, read back in full.
-	var walKeys []string
-	err = r.Storage().List(ctx, repo.WALPrefix, func(oi storage.ObjectInfo) error {
-		walKeys = append(walKeys, oi.Key)
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("listing WAL: %w", err)
-	}
-	opts.Progress.Begin("verify WAL", int64(len(walKeys)))
-	problems := parallel(ctx, walKeys, opts.Workers, func(key string) *Problem {
+	segSize := cat.Identity.WalSegSize
+	objs := cat.WAL.Objects
+	opts.Progress.Begin("verify WAL", int64(len(objs)))
+	problems, err := check(ctx, len(objs), opts.Workers, func(ctx context.Context, i int) *Problem {
 		defer opts.Progress.Advance(1)
-		name := key[strings.LastIndex(key, "/")+1:]
-		if _, err := wal.Classify(name); err != nil {
-			return &Problem{Object: key, Kind: "foreign", Detail: "not a WAL file name pgkeep writes"}
+		o := objs[i]
+		if o.Stray {
+			return &Problem{Object: o.Key.String(), Kind: "foreign", Detail: "not a WAL file name pgkeep writes"}
 		}
-		sum, err := v.object(ctx, key)
-		if p := problemOf(key, err); p != nil {
+		sum, err := v.object(ctx, o.Key)
+		if p := problemOf(o.Key, err); p != nil {
 			return p
 		}
-		if k, _ := wal.Classify(name); k == wal.KindSegment && uint64(sum.Size) != id.WalSegSize {
-			return &Problem{Object: key, Kind: "corrupt", Detail: fmt.Sprintf("segment is %d bytes, not %d", sum.Size, id.WalSegSize)}
+		if o.Kind == wal.KindSegment && uint64(sum.Size) != segSize {
+			return &Problem{Object: o.Key.String(), Kind: "corrupt", Detail: fmt.Sprintf("segment is %d bytes, not %d", sum.Size, segSize)}
 		}
 		return nil
 	})
 	opts.Progress.End()
-	rep.WALChecked = len(walKeys)
+	if err != nil {
+		return nil, err
+	}
+	rep.WALChecked = len(objs)
 	rep.WALProblems = append(rep.WALProblems, problems...)
 	rep.FramingOnly = int(v.framingOnly.Load())
 	rep.OK = len(rep.Problems()) == 0
@@ -156,7 +141,7 @@ type verifier struct {
 // and decoded in full when this process can decrypt it; otherwise its
 // stored bytes checked against their checksum (an older object without one
 // counts as framing only).
-func (v *verifier) object(ctx context.Context, key string) (envelope.Sum, error) {
+func (v *verifier) object(ctx context.Context, key repo.Key) (envelope.Sum, error) {
 	if !v.canRead {
 		st, err := v.r.CheckStored(ctx, key)
 		if err == nil && !st.Verified {
@@ -171,42 +156,8 @@ func (v *verifier) object(ctx context.Context, key string) (envelope.Sum, error)
 
 // backup checks one backup's objects and the WAL from its start to the end
 // of the archive.
-func (v *verifier) backup(ctx context.Context, id string, ix *catalog.WALIndex, hist catalog.Histories, opts Options) BackupReport {
-	r := v.r
-	br := BackupReport{ID: id, Problems: []Problem{}}
-	m, err := catalog.ReadManifest(ctx, r, id)
-	if err != nil {
-		br.Problems = append(br.Problems, *problemOf(catalog.ManifestKey(id), err))
-		return br
-	}
-	if m.Sealed {
-		// Without the key: each data object's stored bytes, and the
-		// content sum its trailer holds against the manifest.
-		keys := make([]string, 0, len(m.Objects))
-		byKey := map[string]catalog.Object{}
-		for _, o := range m.Objects {
-			k := catalog.DataKey(id, o.Seq)
-			keys = append(keys, k)
-			byKey[k] = o
-		}
-		opts.Progress.Begin("verify backup "+id+" (stored bytes)", m.Stored)
-		br.Problems = append(br.Problems, parallel(ctx, keys, opts.Workers, func(key string) *Problem {
-			o := byKey[key]
-			defer opts.Progress.Advance(o.Stored)
-			sum, err := v.object(ctx, key)
-			if p := problemOf(key, err); p != nil {
-				return p
-			}
-			if sum.String() != o.XXH64 || sum.Size != o.Size {
-				return &Problem{Object: key, Kind: "corrupt", Detail: fmt.Sprintf("holds content %s (%d bytes), the manifest says %s (%d bytes)", sum, sum.Size, o.XXH64, o.Size)}
-			}
-			return nil
-		})...)
-		opts.Progress.End()
-		br.Objects, br.Bytes = len(keys), m.Stored
-		br.Problems = append(br.Problems, walProblems(ix, hist, m)...)
-		return br
-	}
+func (v *verifier) backup(ctx context.Context, m *catalog.Manifest, cat *catalog.Catalog, opts Options) BackupReport {
+	br := BackupReport{ID: m.ID, Problems: []Problem{}}
 	type span struct {
 		offset, size int64
 		sum          string
@@ -218,21 +169,32 @@ func (v *verifier) backup(ctx context.Context, id string, ix *catalog.WALIndex, 
 			spans[p.Object] = append(spans[p.Object], span{p.Offset, p.Size, p.XXH64, f.Path})
 		}
 	}
-	seqs := make([]string, 0, len(m.Objects))
-	byKey := map[string]catalog.Object{}
-	for _, o := range m.Objects {
-		k := catalog.DataKey(id, o.Seq)
-		seqs = append(seqs, k)
-		byKey[k] = o
+	what := "verify backup " + m.ID
+	if m.Sealed {
+		what += " (stored bytes)"
 	}
-	opts.Progress.Begin("verify backup "+id, m.Stored)
-	problems := parallel(ctx, seqs, opts.Workers, func(key string) *Problem {
-		o := byKey[key]
+	opts.Progress.Begin(what, m.Stored)
+	problems, err := check(ctx, len(m.Objects), opts.Workers, func(ctx context.Context, i int) *Problem {
+		o := m.Objects[i]
+		key := repo.Data(m.ID, o.Seq)
+		defer opts.Progress.Advance(o.Stored)
+		if m.Sealed {
+			// Without the key: the stored bytes, and the content sum the
+			// trailer holds against the manifest's summary.
+			sum, err := v.object(ctx, key)
+			if p := problemOf(key, err); p != nil {
+				return p
+			}
+			if sum.String() != o.XXH64 || sum.Size != o.Size {
+				return &Problem{Object: key.String(), Kind: "corrupt", Detail: fmt.Sprintf("holds content %s (%d bytes), the manifest says %s (%d bytes)", sum, sum.Size, o.XXH64, o.Size)}
+			}
+			return nil
+		}
 		ss := spans[o.Seq]
 		sort.Slice(ss, func(i, j int) bool { return ss[i].offset < ss[j].offset })
 		var got envelope.Sum
 		var pieceErr *Problem
-		err := r.ReadObject(ctx, key, func(rd io.Reader) error {
+		err := v.r.ReadObject(ctx, key, func(rd io.Reader) error {
 			pieceErr = nil
 			var pos int64
 			for _, s := range ss {
@@ -246,87 +208,82 @@ func (v *verifier) backup(ctx context.Context, id string, ix *catalog.WALIndex, 
 					return err
 				}
 				if h.Sum().String() != s.sum && pieceErr == nil {
-					pieceErr = &Problem{Object: key, Kind: "corrupt", Detail: fmt.Sprintf("bytes of %s do not match the manifest", s.file)}
+					pieceErr = &Problem{Object: key.String(), Kind: "corrupt", Detail: fmt.Sprintf("bytes of %s do not match the manifest", s.file)}
 				}
 				pos = s.offset + s.size
 			}
 			return nil
 		}, func(s envelope.Sum) { got = s })
-		opts.Progress.Advance(o.Stored)
 		if p := problemOf(key, err); p != nil {
 			return p
 		}
 		if got.String() != o.XXH64 || got.Size != o.Size {
-			return &Problem{Object: key, Kind: "corrupt", Detail: fmt.Sprintf("content checksum %s, the manifest says %s", got, o.XXH64)}
+			return &Problem{Object: key.String(), Kind: "corrupt", Detail: fmt.Sprintf("content checksum %s, the manifest says %s", got, o.XXH64)}
 		}
 		return pieceErr
 	})
 	opts.Progress.End()
-	br.Objects = len(seqs)
+	if err != nil {
+		br.Problems = append(br.Problems, Problem{Object: repo.Manifest(m.ID).String(), Kind: "unreadable", Detail: err.Error()})
+	}
+	br.Objects = len(m.Objects)
 	br.Bytes = m.Stored
 	br.Problems = append(br.Problems, problems...)
-	c := ix.ChainFrom(hist, m.Timeline, m.Start(), 0)
+	c := cat.WAL.ChainFrom(cat.Histories, m.Timeline, m.Start(), 0)
 	br.WALFrom, br.WALTo = c.First, c.Last
-	br.Problems = append(br.Problems, walProblems(ix, hist, m)...)
+	br.Problems = append(br.Problems, walProblems(c, m)...)
 	return br
 }
 
 // walProblems checks the WAL from the backup's start to the end of the
-// archive, following timeline history as recovery does.
-func walProblems(ix *catalog.WALIndex, hist catalog.Histories, m *catalog.Manifest) []Problem {
-	id := m.ID
-	c := ix.ChainFrom(hist, m.Timeline, m.Start(), 0)
+// archive (the chain c), following timeline history as recovery does.
+func walProblems(c catalog.Chain, m *catalog.Manifest) []Problem {
 	var out []Problem
 	switch {
 	case c.Last == "":
-		out = append(out, Problem{Object: repo.WALKey(c.First), Kind: "missing", Detail: "the backup's first WAL segment is not in the repository"})
+		out = append(out, Problem{Object: repo.WAL(c.First).String(), Kind: "missing", Detail: "the backup's first WAL segment is not in the repository"})
 	case c.End < m.Stop():
-		out = append(out, Problem{Object: repo.WALKey(c.Missing), Kind: "missing",
-			Detail: fmt.Sprintf("needed to make backup %s consistent (WAL %s..%s)", id, m.StartWAL, m.StopWAL)})
+		out = append(out, Problem{Object: repo.WAL(c.Missing).String(), Kind: "missing",
+			Detail: fmt.Sprintf("needed to make backup %s consistent (WAL %s..%s)", m.ID, m.StartWAL, m.StopWAL)})
 	case c.Missing != "":
-		out = append(out, Problem{Object: repo.WALKey(c.Missing), Kind: "gap",
-			Detail: fmt.Sprintf("missing: recovery from backup %s stops at %s, short of the newest archived segment %s (timeline %d)", id, c.Last, c.Newest, c.Target)})
+		out = append(out, Problem{Object: repo.WAL(c.Missing).String(), Kind: "gap",
+			Detail: fmt.Sprintf("missing (to %s): recovery from backup %s stops at %s, short of the newest archived segment %s (timeline %d)", c.MissingTo, m.ID, c.Last, c.Newest, c.Target)})
 	}
 	return out
 }
 
 // problemOf turns a read error into a Problem (nil for none).
-func problemOf(key string, err error) *Problem {
+func problemOf(key repo.Key, err error) *Problem {
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, storage.ErrNotFound):
-		return &Problem{Object: key, Kind: "missing", Detail: "not in the repository"}
+		return &Problem{Object: key.String(), Kind: "missing", Detail: "not in the repository"}
 	case errors.Is(err, envelope.ErrCorrupt):
-		return &Problem{Object: key, Kind: "corrupt", Detail: err.Error()}
+		return &Problem{Object: key.String(), Kind: "corrupt", Detail: err.Error()}
 	default:
-		return &Problem{Object: key, Kind: "unreadable", Detail: err.Error()}
+		return &Problem{Object: key.String(), Kind: "unreadable", Detail: err.Error()}
 	}
 }
 
-// parallel runs check over keys with n workers and collects the problems
-// in key order.
-func parallel(ctx context.Context, keys []string, n int, check func(string) *Problem) []Problem {
-	out := make([]*Problem, len(keys))
-	next := make(chan int)
-	done := make(chan struct{})
-	for w := 0; w < n; w++ {
-		go func() {
-			for i := range next {
-				out[i] = check(keys[i])
-			}
-			done <- struct{}{}
-		}()
-	}
-	for i := range keys {
-		if ctx.Err() != nil {
+// check runs fn for 0..n-1 with at most workers at once and collects the
+// problems in index order. It fails only when ctx ends.
+func check(ctx context.Context, n, workers int, fn func(context.Context, int) *Problem) ([]Problem, error) {
+	out := make([]*Problem, n)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(workers)
+	for i := range n {
+		if gctx.Err() != nil {
 			break
 		}
-		next <- i
+		g.Go(func() error {
+			out[i] = fn(gctx, i)
+			return nil
+		})
 	}
-	close(next)
-	for w := 0; w < n; w++ {
-		<-done
+	g.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	var ps []Problem
 	for _, p := range out {
@@ -334,5 +291,5 @@ func parallel(ctx context.Context, keys []string, n int, check func(string) *Pro
 			ps = append(ps, *p)
 		}
 	}
-	return ps
+	return ps, nil
 }

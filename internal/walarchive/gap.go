@@ -57,11 +57,7 @@ const recentWAL = 2 * time.Minute
 // branches seen from here) and .partial files do not count. It also
 // returns when that segment was stored.
 func laterWAL(ctx context.Context, r *repo.Repo, seg wal.Segment, segSize uint64) (string, time.Time, error) {
-	ix, err := catalog.ScanWAL(ctx, r.Storage(), segSize)
-	if err != nil {
-		return "", time.Time{}, err
-	}
-	hist, err := catalog.LoadHistories(ctx, r, ix)
+	ix, hist, err := catalog.LoadWAL(ctx, r, segSize)
 	if err != nil {
 		return "", time.Time{}, err
 	}

@@ -20,10 +20,10 @@ func putSegs(t *testing.T, r *repo.Repo, root string, tli wal.TimeLineID, nos ..
 	old := time.Now().Add(-time.Hour)
 	for _, no := range nos {
 		name := wal.SegmentName(tli, no, seg1M)
-		if _, err := r.PutObject(context.Background(), repo.WALKey(name), bytes.Repeat([]byte{byte(no)}, seg1M)); err != nil {
+		if _, err := r.PutObject(context.Background(), repo.WAL(name), bytes.Repeat([]byte{byte(no)}, seg1M)); err != nil {
 			t.Fatal(err)
 		}
-		os.Chtimes(filepath.Join(root, filepath.FromSlash(repo.WALKey(name))), old, old)
+		os.Chtimes(filepath.Join(root, filepath.FromSlash(repo.WAL(name).String())), old, old)
 	}
 }
 
@@ -68,7 +68,7 @@ func TestGapIsNotTheEnd(t *testing.T) {
 	// Timeline 2 left timeline 1 inside segment 4 (at 0/400100); timeline 1
 	// went on to segment 5 as an abandoned branch.
 	hist := []byte("1\t0/400100\tno recovery target specified\n")
-	if _, err := r.PutObject(context.Background(), repo.WALKey("00000002.history"), hist); err != nil {
+	if _, err := r.PutObject(context.Background(), repo.WAL("00000002.history"), hist); err != nil {
 		t.Fatal(err)
 	}
 	putSegs(t, r, root, 2, 4, 6, 7)
@@ -94,7 +94,7 @@ func TestGapGrace(t *testing.T) {
 	root := strings.TrimPrefix(r.Location(), "file://")
 	putSegs(t, r, root, 1, 1, 2)
 	name := wal.SegmentName(1, 4, seg1M)
-	if _, err := r.PutObject(context.Background(), repo.WALKey(name), bytes.Repeat([]byte{4}, seg1M)); err != nil {
+	if _, err := r.PutObject(context.Background(), repo.WAL(name), bytes.Repeat([]byte{4}, seg1M)); err != nil {
 		t.Fatal(err)
 	}
 	go func() {

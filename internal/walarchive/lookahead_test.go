@@ -144,7 +144,7 @@ func TestPushAheadUploadsAndRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	comp, _ := envelope.ParseCompression("zstd")
-	r := repo.New(st, comp)
+	r := repo.New(st, repo.Options{Compression: comp})
 	if _, err := r.EnsureIdentity(ctx, repo.Identity{SystemIdentifier: 42, PGMajor: 15, WalSegSize: testSegSize}); err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +179,7 @@ func TestPushAheadUploadsAndRecords(t *testing.T) {
 			t.Errorf("%s has no valid record", n)
 			continue
 		}
-		got, _, err := r.GetObject(ctx, repo.WALKey(n))
+		got, _, err := r.GetObject(ctx, repo.WAL(n))
 		if err != nil || !bytes.Equal(got, segs[n]) {
 			t.Errorf("%s in the repository differs: %v", n, err)
 		}

@@ -20,7 +20,7 @@ func testRepo(t *testing.T) *repo.Repo {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := repo.New(st, envelope.Compression{Codec: envelope.Zstd})
+	r := repo.New(st, repo.Options{Compression: envelope.Compression{Codec: envelope.Zstd}})
 	if _, err := r.EnsureIdentity(context.Background(), repo.Identity{SystemIdentifier: 42, PGMajor: 15, WalSegSize: seg1M}); err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +32,7 @@ func TestPrefetchFeedsFetch(t *testing.T) {
 	r := testRepo(t)
 	for no := uint64(1); no <= 5; no++ {
 		data := bytes.Repeat([]byte{byte(no)}, seg1M)
-		if _, err := r.PutObject(ctx, repo.WALKey(wal.SegmentName(1, no, seg1M)), data); err != nil {
+		if _, err := r.PutObject(ctx, repo.WAL(wal.SegmentName(1, no, seg1M)), data); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -59,7 +59,7 @@ func TestPrefetchFeedsFetch(t *testing.T) {
 	}
 	// Segment 3 is served from the spool even with the repository gone.
 	for no := uint64(2); no <= 5; no++ {
-		r.Storage().Delete(ctx, repo.WALKey(wal.SegmentName(1, no, seg1M)))
+		r.Delete(ctx, repo.WAL(wal.SegmentName(1, no, seg1M)))
 	}
 	if err := Fetch(ctx, r, wal.SegmentName(1, 3, seg1M), dest, FetchOptions{}); err != nil {
 		t.Fatalf("fetch from the spool: %v", err)

@@ -37,7 +37,7 @@ type PushOptions struct {
 // PushResult describes an archived file.
 type PushResult struct {
 	Name    string
-	Key     string
+	Key     repo.Key
 	Size    int64 // bytes of the WAL file
 	Stored  int64 // bytes stored
 	Existed bool  // it was already archived with identical content
@@ -101,7 +101,7 @@ func Push(ctx context.Context, r *repo.Repo, path string, opts PushOptions) (Pus
 	if !bytes.Equal(enc.head, head) || enc.sum.Size != size {
 		return PushResult{}, fmt.Errorf("%s: %w", path, errChanged)
 	}
-	key := repo.WALKey(name)
+	key := repo.WAL(name)
 	if kind == wal.KindSegment || kind == wal.KindPartial {
 		// After promotion, the archiver runs: the restore prefetch spool
 		// is no longer needed.
@@ -252,7 +252,7 @@ func FetchSpooled(name, dest string, opts FetchOptions) bool {
 func fetchInto(ctx context.Context, r *repo.Repo, name, dest string, segSize uint64) error {
 	kind, _ := wal.Classify(name)
 	tmp := dest + ".pgkeep-partial"
-	err := r.ReadObject(ctx, repo.WALKey(name), func(rd io.Reader) error {
+	err := r.ReadObject(ctx, repo.WAL(name), func(rd io.Reader) error {
 		f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 		if err != nil {
 			return fmt.Errorf("creating %s: %w", tmp, err)

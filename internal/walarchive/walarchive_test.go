@@ -40,7 +40,7 @@ func TestPushChecksTheSegmentsMajor(t *testing.T) {
 		t.Fatal(err)
 	}
 	comp, _ := envelope.ParseCompression("zstd")
-	r := repo.New(st, comp)
+	r := repo.New(st, repo.Options{Compression: comp})
 	if _, err := r.EnsureIdentity(ctx, repo.Identity{SystemIdentifier: 42, PGMajor: 15, WalSegSize: testSegSize}); err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestPushChecksTheSegmentsMajor(t *testing.T) {
 		t.Errorf("segment of a later PostgreSQL: %v", err)
 	}
 	for _, n := range []string{"000000010000000000000002", "000000010000000000000003"} {
-		if _, err := st.Stat(ctx, repo.WALKey(n)); err == nil {
+		if _, err := st.Stat(ctx, repo.WAL(n).String()); err == nil {
 			t.Errorf("%s was stored", n)
 		}
 	}
@@ -106,7 +106,7 @@ func TestPushHistoryFileChecksPgControl(t *testing.T) {
 			t.Fatal(err)
 		}
 		comp, _ := envelope.ParseCompression("zstd")
-		return repo.New(st, comp), p
+		return repo.New(st, repo.Options{Compression: comp}), p
 	}
 
 	r, p := setup(control)

@@ -1,0 +1,48 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/pgkeep/pgkeep/internal/catalog"
+	"github.com/pgkeep/pgkeep/internal/repo"
+	"github.com/spf13/cobra"
+)
+
+func (a *app) newPinCmd(pin bool) *cobra.Command {
+	use, short := "pin ID", "Protect a backup from expire"
+	if !pin {
+		use, short = "unpin ID", "Let expire remove a pinned backup again"
+	}
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  exactArgs(1, "a backup id"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, _, err := a.openRepo(cmd)
+			if err != nil {
+				return err
+			}
+			id := args[0]
+			if _, err := catalog.ReadManifest(cmd.Context(), r, id); err != nil {
+				return err
+			}
+			if pin {
+				pinned, err := r.Exists(cmd.Context(), repo.Pin(id))
+				if err == nil && !pinned {
+					_, err = r.PutObject(cmd.Context(), repo.Pin(id), []byte(time.Now().UTC().Format(time.RFC3339)))
+				}
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.stdout, "backup %s is pinned\n", id)
+				return nil
+			}
+			if err := r.Delete(cmd.Context(), repo.Pin(id)); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "backup %s is no longer pinned\n", id)
+			return nil
+		},
+	}
+}

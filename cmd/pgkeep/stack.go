@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/pgkeep/pgkeep/internal/config"
+	"github.com/pgkeep/pgkeep/internal/crypt"
+	"github.com/pgkeep/pgkeep/internal/repo"
+	"github.com/pgkeep/pgkeep/internal/storage"
+	"github.com/pgkeep/pgkeep/internal/storage/local"
+	"github.com/pgkeep/pgkeep/internal/storage/s3"
+)
+
+// openStorage composes the storage stack for the repository cfg names: the
+// backend, then retries with backoff and full jitter (the one retry policy:
+// backends never retry on their own). This is the only place the stack is
+// put together.
+func openStorage(ctx context.Context, cfg *config.Config) (storage.Storage, error) {
+	var backend storage.Storage
+	switch cfg.Repo.Scheme {
+	case "file":
+		st, err := local.New(cfg.Repo.Path)
+		if err != nil {
+			return nil, fmt.Errorf("opening repository %s: %w", cfg.Repo, err)
+		}
+		backend = st
+	case "s3":
+		st, err := s3.New(ctx, s3.Config{
+			Bucket:    cfg.Repo.Bucket,
+			Prefix:    cfg.Repo.Prefix,
+			Region:    cfg.S3.Region,
+			Endpoint:  cfg.S3.Endpoint,
+			PathStyle: cfg.S3.PathStyle,
+			CABundle:  cfg.S3.CABundle,
+			Profile:   cfg.S3.Profile,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("opening repository %s: %w", cfg.Repo, err)
+		}
+		backend = st
+	default:
+		return nil, fmt.Errorf("unsupported repository scheme %q", cfg.Repo.Scheme)
+	}
+	policy := storage.DefaultRetryPolicy()
+	policy.MaxElapsed = cfg.RetryTimeout
+	return storage.NewRetrying(backend, policy), nil
+}
+
+// openRepository opens the repository cfg describes on its storage stack,
+// with the operator's encryption keys.
+func openRepository(ctx context.Context, cfg *config.Config) (*repo.Repo, error) {
+	opts := repo.Options{Compression: cfg.Compression}
+	var err error
+	if cfg.AgeRecipients != "" {
+		if opts.Recipients, err = crypt.LoadRecipients(cfg.AgeRecipients); err != nil {
+			return nil, &usageError{err}
+		}
+	}
+	if cfg.AgeIdentity != "" {
+		if opts.Identities, err = crypt.LoadIdentities(cfg.AgeIdentity); err != nil {
+			return nil, &usageError{err}
+		}
+	}
+	st, err := openStorage(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return repo.New(st, opts), nil
+}

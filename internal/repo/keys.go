@@ -1,0 +1,207 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/pgkeep/pgkeep/internal/storage"
+	"github.com/pgkeep/pgkeep/internal/wal"
+)
+
+// The repository layout (docs/design.md §3). This file is the only code
+// that builds or parses object keys: other packages name objects with the
+// constructors below and list them with Scan and ListWAL.
+//
+//	pgkeep.json                 the identity record
+//	pgkeep.json.repair          only while RepairIdentity runs
+//	keys/FINGERPRINT.age        an encrypted repository's key
+//	wal/TTTTTTTT/NAME           an archived WAL file of timeline TTTTTTTT
+//	backups/ID/started.json     a backup began
+//	backups/ID/data/NNNNNN      a backup's data objects
+//	backups/ID/backup.json      a backup's completion record
+//	backups/ID/pinned           expire keeps the backup
+
+// Key names an object of the repository. Only this package makes keys.
+type Key struct{ s string }
+
+// String returns the key as the store knows it, for messages.
+func (k Key) String() string { return k.s }
+
+const (
+	walPrefix     = "wal/"
+	backupsPrefix = "backups/"
+	keysPrefix    = "keys/"
+)
+
+var (
+	identityKey = Key{"pgkeep.json"}
+	repairKey   = Key{"pgkeep.json.repair"}
+)
+
+// WAL names an archived WAL file (segment, .partial, .backup or .history)
+// given its PostgreSQL name. All files of a timeline share the prefix
+// wal/TTTTTTTT/, so retention and listing can work timeline by timeline.
+// name must be a valid WAL file name (wal.Classify).
+func WAL(name string) Key { return Key{walPrefix + name[:8] + "/" + name} }
+
+// Started names the marker a backup writes when it begins.
+func Started(id string) Key { return Key{backupsPrefix + id + "/started.json"} }
+
+// Manifest names a backup's completion record.
+func Manifest(id string) Key { return Key{backupsPrefix + id + "/backup.json"} }
+
+// Data names a backup's data object seq.
+func Data(id string, seq int) Key { return Key{fmt.Sprintf("%s%s/data/%06d", backupsPrefix, id, seq)} }
+
+// Pin names the marker that keeps expire from removing a backup.
+func Pin(id string) Key { return Key{backupsPrefix + id + "/pinned"} }
+
+// repoKey names the object that holds an encrypted repository's key.
+func repoKey(fingerprint string) Key { return Key{keysPrefix + fingerprint + ".age"} }
+
+// WALObject is an archived WAL file as the store lists it.
+type WALObject struct {
+	Name    string    // as PostgreSQL names it
+	Kind    wal.Kind  // 0 for a stray (Stray)
+	Key     Key       // where it is stored
+	Size    int64     // stored bytes
+	ModTime time.Time // when it was stored
+	// Stray is an object under wal/ whose name is not one pgkeep writes.
+	Stray bool
+}
+
+// BackupEntry is what the repository holds under one backup id.
+type BackupEntry struct {
+	ID       string
+	Complete bool      // the completion record exists
+	Started  bool      // the start marker exists
+	Pinned   bool      // the pin exists
+	Objects  int       // objects under the id
+	Stored   int64     // bytes under the id
+	Modified time.Time // the newest object's time
+}
+
+// Listing is the repository's content, from one listing.
+type Listing struct {
+	WAL     []WALObject   // in key order: by timeline, then name
+	Backups []BackupEntry // by id (oldest first)
+	// Other is what the identity record and the encryption key take.
+	Other int64
+}
+
+// Scan lists the whole repository once and sorts what it finds: the WAL,
+// the backups, and everything else.
+func (r *Repo) Scan(ctx context.Context) (*Listing, error) {
+	l := &Listing{}
+	byID := map[string]*BackupEntry{}
+	err := r.st.List(ctx, "", func(oi storage.ObjectInfo) error {
+		switch {
+		case strings.HasPrefix(oi.Key, walPrefix):
+			l.WAL = append(l.WAL, walObject(oi))
+		case strings.HasPrefix(oi.Key, backupsPrefix):
+			id, name, ok := strings.Cut(strings.TrimPrefix(oi.Key, backupsPrefix), "/")
+			if !ok {
+				l.Other += oi.Size
+				return nil
+			}
+			e := byID[id]
+			if e == nil {
+				e = &BackupEntry{ID: id}
+				byID[id] = e
+			}
+			e.Objects++
+			e.Stored += oi.Size
+			if oi.ModTime.After(e.Modified) {
+				e.Modified = oi.ModTime
+			}
+			switch name {
+			case "backup.json":
+				e.Complete = true
+			case "started.json":
+				e.Started = true
+			case "pinned":
+				e.Pinned = true
+			}
+		default:
+			l.Other += oi.Size
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing repository %s: %w", r.Location(), err)
+	}
+	for _, e := range byID {
+		l.Backups = append(l.Backups, *e)
+	}
+	sort.Slice(l.Backups, func(i, j int) bool { return l.Backups[i].ID < l.Backups[j].ID })
+	return l, nil
+}
+
+// ListWAL calls fn for every object under wal/, in key order.
+func (r *Repo) ListWAL(ctx context.Context, fn func(WALObject) error) error {
+	err := r.st.List(ctx, walPrefix, func(oi storage.ObjectInfo) error { return fn(walObject(oi)) })
+	if err != nil {
+		return fmt.Errorf("listing archived WAL: %w", err)
+	}
+	return nil
+}
+
+func walObject(oi storage.ObjectInfo) WALObject {
+	name := oi.Key[strings.LastIndex(oi.Key, "/")+1:]
+	o := WALObject{Name: name, Key: Key{oi.Key}, Size: oi.Size, ModTime: oi.ModTime}
+	kind, err := wal.Classify(name)
+	if err != nil || oi.Key != WAL(name).s {
+		o.Stray = true
+		return o
+	}
+	o.Kind = kind
+	return o
+}
+
+// Stat returns the size and time of the object under key, or an error
+// wrapping storage.ErrNotFound.
+func (r *Repo) Stat(ctx context.Context, key Key) (storage.ObjectInfo, error) {
+	return r.st.Stat(ctx, key.s)
+}
+
+// Exists reports whether the object under key is there.
+func (r *Repo) Exists(ctx context.Context, key Key) (bool, error) {
+	_, err := r.st.Stat(ctx, key.s)
+	if errors.Is(err, storage.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// Delete removes the object under key (absent is not an error). Only
+// expiry and unpin delete; nothing rewrites.
+func (r *Repo) Delete(ctx context.Context, key Key) error {
+	if err := r.st.Delete(ctx, key.s); err != nil {
+		return fmt.Errorf("removing %s: %w", key, err)
+	}
+	return nil
+}
+
+// DeleteBackup removes every object of backup id in an order that is safe
+// to interrupt: its completion record first (it stops being listed as
+// restorable before anything it needs is touched), then the rest. A rerun
+// finds what is left as an incomplete backup.
+func (r *Repo) DeleteBackup(ctx context.Context, id string) error {
+	if err := r.Delete(ctx, Manifest(id)); err != nil {
+		return err
+	}
+	var keys []string
+	if err := r.st.List(ctx, backupsPrefix+id+"/", func(oi storage.ObjectInfo) error { keys = append(keys, oi.Key); return nil }); err != nil {
+		return fmt.Errorf("listing backup %s: %w", id, err)
+	}
+	for _, k := range keys {
+		if err := r.Delete(ctx, Key{k}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
