@@ -7,6 +7,7 @@ import (
 
 	"github.com/pgkeep/pgkeep/internal/pgcontrol"
 	"github.com/pgkeep/pgkeep/internal/repo"
+	"github.com/pgkeep/pgkeep/internal/units"
 )
 
 func (a *app) newIdentityCmd() *cobra.Command {
@@ -64,7 +65,7 @@ safe to interrupt and to run again.`,
 			fmt.Fprintf(a.stdout, "repository        %s\n", r.Location())
 			fmt.Fprintf(a.stdout, "cluster           %s (system identifier)\n", id.SystemIDString)
 			fmt.Fprintf(a.stdout, "PostgreSQL        %d\n", id.PGMajor)
-			fmt.Fprintf(a.stdout, "WAL segment size  %s\n", humanBytes(int64(id.WalSegSize)))
+			fmt.Fprintf(a.stdout, "WAL segment size  %s\n", units.Bytes(int64(id.WalSegSize)))
 			fmt.Fprintf(a.stdout, "created           %s by %s\n", id.CreatedAt.UTC().Format("2006-01-02 15:04:05Z"), id.CreatedBy)
 			if id.Encryption != nil {
 				fmt.Fprintf(a.stdout, "encrypted for     %v\n", id.Encryption.RecipientFingerprints)

@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pgkeep/pgkeep/internal/catalog"
-	"github.com/pgkeep/pgkeep/internal/progress"
+	"github.com/pgkeep/pgkeep/internal/units"
 )
 
 func (a *app) newListCmd() *cobra.Command {
@@ -61,7 +61,7 @@ incomplete backups (in progress, or interrupted: garbage that expire removes).`,
 				fmt.Fprintln(w, "BACKUP\tSTARTED\tSTOPPED\tSTART LSN\tSTOP LSN\tTL\tSIZE\tSTORED\tDURATION\tPG")
 				for _, b := range backups {
 					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%d\n", b.ID, b.StartTime.Format(time.DateTime), b.StopTime.Format(time.DateTime),
-						b.StartLSN, b.StopLSN, b.Timeline, humanBytes(b.Size), humanBytes(b.Stored),
+						b.StartLSN, b.StopLSN, b.Timeline, units.Bytes(b.Size), units.Bytes(b.Stored),
 						time.Duration(b.DurationSec*float64(time.Second)).Round(time.Millisecond), b.PGVersion)
 				}
 			}
@@ -81,14 +81,14 @@ incomplete backups (in progress, or interrupted: garbage that expire removes).`,
 							gaps += g.From + ".." + g.To
 						}
 					}
-					fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%s\t%s\n", t.Timeline, t.First, t.Last, t.Segments, humanBytes(t.Bytes), gaps)
+					fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%s\t%s\n", t.Timeline, t.First, t.Last, t.Segments, units.Bytes(t.Bytes), gaps)
 				}
 			}
 			if len(incomplete) > 0 {
 				fmt.Fprintln(w)
 				fmt.Fprintln(w, "INCOMPLETE BACKUP\tOBJECTS\tSTORED\tLAST WRITE\t(in progress, or interrupted: garbage)")
 				for _, b := range incomplete {
-					fmt.Fprintf(w, "%s\t%d\t%s\t%s\t\n", b.ID, b.Objects, humanBytes(b.Stored), b.LastWrite.Format(time.DateTime))
+					fmt.Fprintf(w, "%s\t%d\t%s\t%s\t\n", b.ID, b.Objects, units.Bytes(b.Stored), b.LastWrite.Format(time.DateTime))
 				}
 			}
 			return w.Flush()
@@ -111,5 +111,3 @@ func nonNil[T any](s []T) []T {
 	}
 	return s
 }
-
-func humanBytes(n int64) string { return progress.Bytes(n) }

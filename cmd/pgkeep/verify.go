@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/pgkeep/pgkeep/internal/restore"
+	"github.com/pgkeep/pgkeep/internal/units"
 	"github.com/pgkeep/pgkeep/internal/verify"
 	"github.com/pgkeep/pgkeep/internal/wal"
 	"github.com/spf13/cobra"
@@ -72,7 +73,7 @@ against its table.`,
 					if len(b.Problems) > 0 {
 						state = fmt.Sprintf("%d problems", len(b.Problems))
 					}
-					fmt.Fprintf(a.stdout, "backup %s: %d objects, %s: %s; WAL %s..%s\n", b.ID, b.Objects, humanBytes(b.Bytes), state, b.WALFrom, b.WALTo)
+					fmt.Fprintf(a.stdout, "backup %s: %d objects, %s: %s; WAL %s..%s\n", b.ID, b.Objects, units.Bytes(b.Bytes), state, b.WALFrom, b.WALTo)
 				}
 				fmt.Fprintf(a.stdout, "WAL: %d files read back\n", rep.WALChecked)
 				if !rep.ContentChecked {

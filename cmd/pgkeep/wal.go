@@ -14,6 +14,7 @@ import (
 
 	"github.com/pgkeep/pgkeep/internal/config"
 	"github.com/pgkeep/pgkeep/internal/pgstat"
+	"github.com/pgkeep/pgkeep/internal/repo"
 	"github.com/pgkeep/pgkeep/internal/walarchive"
 )
 
@@ -64,6 +65,9 @@ the one the repository belongs to. Segments, .partial segments, .backup and
 				pgdata = a.env("PGDATA")
 			}
 			opts := walarchive.PushOptions{PGData: pgdata}
+			if walDir != "" {
+				opts.IdentityCache = walarchive.IdentityCachePath(walDir, repoTag(cfg))
+			}
 			if lookAhead > 0 {
 				opts.StartAhead = func(walDir, after string) { startPushAhead(cfg, walDir, after, lookAhead) }
 			}
@@ -122,15 +126,13 @@ errors are retried with backoff first.`,
 			if prefetch > 0 {
 				opts.StartPrefetch = func(pgdata, served string) { startPrefetch(cfg, pgdata, served, prefetch) }
 			}
-			// A segment the prefetcher has spooled needs no storage client.
-			if walarchive.FetchSpooled(args[0], args[1], opts) {
-				return nil
-			}
-			r, err := a.openRepoWith(cmd, cfg)
-			if err != nil {
-				return &exitError{code: exitFetchFailed, err: err}
-			}
-			err = walarchive.Fetch(cmd.Context(), r, args[0], args[1], opts)
+			err = walarchive.Fetch(cmd.Context(), func() (*repo.Repo, error) {
+				r, err := a.openRepoWith(cmd, cfg)
+				if err != nil {
+					return nil, &exitError{code: exitFetchFailed, err: err}
+				}
+				return r, nil
+			}, args[0], args[1], opts)
 			switch {
 			case err == nil:
 				return nil

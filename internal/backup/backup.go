@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/pgkeep/pgkeep/internal/catalog"
 	"github.com/pgkeep/pgkeep/internal/envelope"
@@ -27,6 +28,7 @@ import (
 	"github.com/pgkeep/pgkeep/internal/progress"
 	"github.com/pgkeep/pgkeep/internal/repo"
 	"github.com/pgkeep/pgkeep/internal/storage"
+	"github.com/pgkeep/pgkeep/internal/units"
 	"github.com/pgkeep/pgkeep/internal/wal"
 )
 
@@ -239,7 +241,7 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 		return nil, fmt.Errorf("writing the completion record of backup %s: %w", id, err)
 	}
 	rep.Logf("backup %s: complete: %s in %d files, %s stored, %s", id,
-		progress.Bytes(m.Size), len(m.Files), progress.Bytes(m.Stored), m.Duration().Round(time.Millisecond))
+		units.Bytes(m.Size), len(m.Files), units.Bytes(m.Stored), m.Duration().Round(time.Millisecond))
 	return &Result{Manifest: m, ChecksumFailures: c.failures, Warnings: warnings}, nil
 }
 
@@ -331,42 +333,42 @@ type objectResult struct {
 }
 
 func (c *copier) run(ctx context.Context, jobs []objectJob, workers int) ([]objectResult, error) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
 	c.vanished = map[int]bool{}
 	results := make([]objectResult, len(jobs))
-	next := make(chan int)
-	var wg sync.WaitGroup
-	for w := 0; w < min(workers, max(len(jobs), 1)); w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := &bytes.Buffer{}
-			rbuf := make([]byte, 256<<10)
-			for i := range next {
-				res, err := c.object(ctx, jobs[i], buf, rbuf)
-				if err != nil {
-					cancel(err)
-					return
-				}
-				results[i] = res
-			}
-		}()
+	workers = min(workers, max(len(jobs), 1))
+	// One set of buffers per worker, reused from object to object, so
+	// memory is bounded by the workers, not the database.
+	bufs := make(chan *copyBuffers, workers)
+	for range workers {
+		bufs <- &copyBuffers{out: &bytes.Buffer{}, read: make([]byte, 256<<10)}
 	}
-feed:
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(workers)
 	for i := range jobs {
-		select {
-		case next <- i:
-		case <-ctx.Done():
-			break feed
+		if gctx.Err() != nil {
+			break
 		}
+		g.Go(func() error {
+			b := <-bufs
+			defer func() { bufs <- b }()
+			res, err := c.object(gctx, jobs[i], b.out, b.read)
+			results[i] = res
+			return err
+		})
 	}
-	close(next)
-	wg.Wait()
-	if err := context.Cause(ctx); err != nil {
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	return results, nil
+}
+
+// copyBuffers are one worker's buffers: the encoded object and reads.
+type copyBuffers struct {
+	out  *bytes.Buffer
+	read []byte
 }
 
 // object builds, compresses and stores one data object.

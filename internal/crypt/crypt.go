@@ -187,7 +187,7 @@ func Unwrap(wrapped []byte, ids *Identities, expected []string) (*RepoKey, error
 	r, err := age.Decrypt(bytes.NewReader(wrapped), ids.list...)
 	if err != nil {
 		var nomatch *age.NoIdentityMatchError
-		if errors.As(err, &nomatch) || strings.Contains(err.Error(), "incorrect passphrase") || strings.Contains(err.Error(), "no identity matched") {
+		if errors.As(err, &nomatch) || errors.Is(err, age.ErrIncorrectIdentity) {
 			return nil, fmt.Errorf("%w: the identity file holds %s, but the repository was encrypted for %s",
 				ErrWrongKey, strings.Join(ids.fps, ", "), strings.Join(expected, ", "))
 		}

@@ -14,8 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/pgkeep/pgkeep/internal/pgctl"
 	"github.com/pgkeep/pgkeep/internal/pgversion"
 )
@@ -297,29 +295,11 @@ func (d *demo) restore(ctx context.Context, name string, extra ...string) (*pgct
 	if err := c.Start(ctx); err != nil {
 		return nil, err
 	}
-	if err := waitPromoted(ctx, c, 2*time.Minute); err != nil {
+	if err := c.WaitRecovered(ctx, 2*time.Minute, d.r.Major, false); err != nil {
 		return nil, err
 	}
 	d.detail("PostgreSQL replayed the archived WAL and is open for writes (%s after the restore began)", time.Since(began).Round(100*time.Millisecond))
 	return c, nil
-}
-
-func waitPromoted(ctx context.Context, c *pgctl.Cluster, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		conn, err := pgx.Connect(ctx, c.ConnString())
-		if err == nil {
-			var rec bool
-			err = conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&rec)
-			conn.Close(ctx)
-			if err == nil && !rec {
-				return nil
-			}
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	log, _ := os.ReadFile(c.LogFile)
-	return fmt.Errorf("the restored cluster did not finish recovery within %s; server log:\n%s", timeout, string(log))
 }
 
 func waitArchived(ctx context.Context, c *pgctl.Cluster, segment string) error {

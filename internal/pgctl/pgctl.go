@@ -17,6 +17,9 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Runner runs PostgreSQL programs as one OS user: the server programs
@@ -328,3 +331,41 @@ func FreePort() (int, error) {
 
 // Tail returns the last n lines of s.
 func Tail(s string, n int) string { return tail(s, n) }
+
+// WaitRecovered waits until the server accepts connections and is out of
+// recovery, or, with pausedOK, has paused replay at a recovery target
+// (recovery_target_action = pause). major picks how to ask: PostgreSQL 14
+// added pg_get_wal_replay_pause_state(), whose 'paused' means paused
+// indeed; before it, pg_is_wal_replay_paused() is all there is. The error
+// after timeout carries the end of the server log.
+func (c *Cluster) WaitRecovered(ctx context.Context, timeout time.Duration, major int, pausedOK bool) error {
+	q := recoveryStateQuery(major)
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		conn, err := pgx.Connect(ctx, c.ConnString())
+		if err == nil {
+			var rec, paused bool
+			err = conn.QueryRow(ctx, q).Scan(&rec, &paused)
+			conn.Close(ctx)
+			if err == nil && (!rec || pausedOK && paused) {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	log, _ := os.ReadFile(c.LogFile)
+	return fmt.Errorf("the cluster did not finish recovery within %s; server log:\n%s", timeout, tail(string(log), 40))
+}
+
+// recoveryStateQuery asks whether the server is in recovery and whether
+// replay is paused, as major can say it.
+func recoveryStateQuery(major int) string {
+	if major < 14 {
+		return `SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END`
+	}
+	return `SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() = 'paused' ELSE false END`
+}

@@ -53,3 +53,12 @@ func TestFindServerNamesWhereItLooked(t *testing.T) {
 		t.Errorf("a PostgreSQL 99 taken for 98: %v", err)
 	}
 }
+
+func TestRecoveryStateQueryPerMajor(t *testing.T) {
+	for major := 12; major <= 18; major++ {
+		q := recoveryStateQuery(major)
+		if (major >= 14) != strings.Contains(q, "pg_get_wal_replay_pause_state") || (major < 14) != strings.Contains(q, "pg_is_wal_replay_paused") {
+			t.Errorf("PostgreSQL %d: %s", major, q)
+		}
+	}
+}

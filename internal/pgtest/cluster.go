@@ -366,20 +366,9 @@ func (c *Cluster) Log() string {
 // recovery.
 func (c *Cluster) WaitPromoted(t testing.TB, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		conn, err := pgx.Connect(context.Background(), c.ConnString())
-		if err == nil {
-			var rec bool
-			err = conn.QueryRow(context.Background(), "SELECT pg_is_in_recovery()").Scan(&rec)
-			conn.Close(context.Background())
-			if err == nil && !rec {
-				return
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
+	if err := c.pg.WaitRecovered(context.Background(), timeout, c.Major, false); err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("cluster did not finish recovery within %s\nserver log:\n%s", timeout, c.Log())
 }
 
 // Pgbench runs pgbench against c and returns its output.

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/pgkeep/pgkeep/internal/units"
 )
 
 // Reporter receives progress. Implementations MUST be safe for concurrent
@@ -100,10 +102,10 @@ func (l *Lines) line(suffix string) {
 	el := time.Since(l.start)
 	rate := float64(done) / max(el.Seconds(), 0.001)
 	if l.total > 0 {
-		fmt.Fprintf(l.W, "%s: %s of %s (%.0f%%), %s/s, %s%s\n", l.phase, Bytes(done), Bytes(l.total),
-			100*float64(done)/float64(l.total), Bytes(int64(rate)), el.Round(100*time.Millisecond), suffix)
+		fmt.Fprintf(l.W, "%s: %s of %s (%.0f%%), %s/s, %s%s\n", l.phase, units.Bytes(done), units.Bytes(l.total),
+			100*float64(done)/float64(l.total), units.Bytes(int64(rate)), el.Round(100*time.Millisecond), suffix)
 	} else {
-		fmt.Fprintf(l.W, "%s: %s, %s/s, %s%s\n", l.phase, Bytes(done), Bytes(int64(rate)), el.Round(100*time.Millisecond), suffix)
+		fmt.Fprintf(l.W, "%s: %s, %s/s, %s%s\n", l.phase, units.Bytes(done), units.Bytes(int64(rate)), el.Round(100*time.Millisecond), suffix)
 	}
 }
 
@@ -111,18 +113,4 @@ func (l *Lines) Logf(format string, args ...any) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	fmt.Fprintf(l.W, format+"\n", args...)
-}
-
-// Bytes formats n with binary units.
-func Bytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -73,6 +73,21 @@ func (r *Repo) Identity(ctx context.Context) (*Identity, error) {
 	return id, nil
 }
 
+// Adopt uses an identity record read earlier (a copy kept by the caller)
+// instead of reading it from the repository, and sets up encryption from it
+// as Identity does. The copy must be the record as Identity returned it,
+// marshalled to JSON.
+func (r *Repo) Adopt(ctx context.Context, record []byte) (*Identity, error) {
+	id, err := parseIdentity(record)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.configure(ctx, id); err != nil {
+		return nil, err
+	}
+	return id, nil
+}
+
 func parseIdentity(data []byte) (*Identity, error) {
 	var id Identity
 	if err := json.Unmarshal(data, &id); err != nil {

@@ -11,9 +11,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
 	"github.com/pgkeep/pgkeep/internal/catalog"
@@ -21,6 +21,7 @@ import (
 	"github.com/pgkeep/pgkeep/internal/pgversion"
 	"github.com/pgkeep/pgkeep/internal/progress"
 	"github.com/pgkeep/pgkeep/internal/repo"
+	"github.com/pgkeep/pgkeep/internal/units"
 	"github.com/pgkeep/pgkeep/internal/walarchive"
 )
 
@@ -112,7 +113,7 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 			return nil, fmt.Errorf("--tablespace-map %s: backup %s has no tablespace with OID %s", oid, m.ID, oid)
 		}
 	}
-	rep.Logf("restoring backup %s (%s, LSN %s) into %s", m.ID, progress.Bytes(m.Size), m.StopLSN, opts.PGData)
+	rep.Logf("restoring backup %s (%s, LSN %s) into %s", m.ID, units.Bytes(m.Size), m.StopLSN, opts.PGData)
 
 	if err := os.MkdirAll(opts.PGData, 0o700); err != nil {
 		return nil, fmt.Errorf("creating %s: %w", opts.PGData, err)
@@ -302,25 +303,10 @@ func checkInside(pgdata, p string, tsMap map[string]string) error {
 // fetchAndCreate runs createFiles and fetchAll side by side; the first
 // error stops both.
 func fetchAndCreate(ctx context.Context, r *repo.Repo, pgdata string, m *catalog.Manifest, workers int, rep progress.Reporter) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	created := make(chan error, 1)
-	go func() {
-		err := createFiles(ctx, pgdata, m)
-		if err != nil {
-			cancel(err)
-		}
-		created <- err
-	}()
-	err := fetchAll(ctx, r, pgdata, m, workers, rep)
-	if err != nil {
-		cancel(err)
-	}
-	cerr := <-created
-	if err != nil {
-		return err
-	}
-	return cerr
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return createFiles(gctx, pgdata, m) })
+	g.Go(func() error { return fetchAll(gctx, r, pgdata, m, workers, rep) })
+	return g.Wait()
 }
 
 // fetchAll downloads every data object and writes its pieces.
@@ -340,60 +326,54 @@ func fetchAll(ctx context.Context, r *repo.Repo, pgdata string, m *catalog.Manif
 	// Largest first keeps all workers busy to the end.
 	sort.Slice(objects, func(i, j int) bool { return objects[i].Size > objects[j].Size })
 
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	next := make(chan catalog.Object)
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, 256<<10)
+	bufs := make(chan []byte, workers)
+	for range workers {
+		bufs <- make([]byte, 256<<10)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(workers)
+	for _, o := range objects {
+		if gctx.Err() != nil {
+			break
+		}
+		g.Go(func() error {
+			buf := <-bufs
+			defer func() { bufs <- buf }()
 			files := &fileCache{root: pgdata}
 			defer files.closeAll()
-			for o := range next {
-				ts := byObject[o.Seq]
-				sort.Slice(ts, func(i, j int) bool { return ts[i].piece.Offset < ts[j].piece.Offset })
-				key := repo.Data(m.ID, o.Seq)
-				var got envelope.Sum
-				err := r.ReadObject(ctx, key, func(rd io.Reader) error {
-					var pos int64
-					for _, t := range ts {
-						if t.piece.Offset > pos {
-							if _, err := io.CopyN(io.Discard, rd, t.piece.Offset-pos); err != nil {
-								return err
-							}
-							pos = t.piece.Offset
-						}
-						if err := writePiece(files, t.file, t.piece, rd, buf, rep); err != nil {
+			ts := byObject[o.Seq]
+			sort.Slice(ts, func(i, j int) bool { return ts[i].piece.Offset < ts[j].piece.Offset })
+			key := repo.Data(m.ID, o.Seq)
+			var got envelope.Sum
+			err := r.ReadObject(gctx, key, func(rd io.Reader) error {
+				var pos int64
+				for _, t := range ts {
+					if t.piece.Offset > pos {
+						if _, err := io.CopyN(io.Discard, rd, t.piece.Offset-pos); err != nil {
 							return err
 						}
-						pos += t.piece.Size
+						pos = t.piece.Offset
 					}
-					return nil
-				}, func(s envelope.Sum) { got = s })
-				if err == nil && got.String() != o.XXH64 {
-					err = fmt.Errorf("%w: %s has checksum %s, the manifest says %s", envelope.ErrCorrupt, key, got, o.XXH64)
+					if err := writePiece(files, t.file, t.piece, rd, buf, rep); err != nil {
+						return err
+					}
+					pos += t.piece.Size
 				}
-				if err != nil {
-					cancel(fmt.Errorf("restoring %s: %w", key, err))
-					return
-				}
-				files.closeAll()
+				return nil
+			}, func(s envelope.Sum) { got = s })
+			if err == nil && got.String() != o.XXH64 {
+				err = fmt.Errorf("%w: %s has checksum %s, the manifest says %s", envelope.ErrCorrupt, key, got, o.XXH64)
 			}
-		}()
+			if err != nil {
+				return fmt.Errorf("restoring %s: %w", key, err)
+			}
+			return nil
+		})
 	}
-feed:
-	for _, o := range objects {
-		select {
-		case next <- o:
-		case <-ctx.Done():
-			break feed
-		}
+	if err := g.Wait(); err != nil {
+		return err
 	}
-	close(next)
-	wg.Wait()
-	return context.Cause(ctx)
+	return ctx.Err()
 }
 
 // writePiece copies one piece from rd into its file and verifies it.
@@ -578,49 +558,24 @@ func syncTree(pgdata string, tsMap map[string]string) error {
 	for _, loc := range tsMap {
 		roots = append(roots, loc)
 	}
-	paths := make(chan string, 256)
-	errc := make(chan error, 1)
-	var wg sync.WaitGroup
-	for range syncParallel {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for p := range paths {
-				if err := syncPath(p); err != nil {
-					select {
-					case errc <- err:
-					default:
-					}
-				}
-			}
-		}()
-	}
-	var walkErr error
+	var g errgroup.Group
+	g.SetLimit(syncParallel)
 	for _, root := range roots {
-		walkErr = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
 				return err
 			}
 			if d.Type()&fs.ModeSymlink == 0 {
-				paths <- p
+				g.Go(func() error { return syncPath(p) })
 			}
 			return nil
 		})
-		if walkErr != nil {
-			break
+		if err != nil {
+			g.Wait()
+			return fmt.Errorf("syncing restored files: %w", err)
 		}
 	}
-	close(paths)
-	wg.Wait()
-	if walkErr != nil {
-		return fmt.Errorf("syncing restored files: %w", walkErr)
-	}
-	select {
-	case err := <-errc:
-		return err
-	default:
-	}
-	return nil
+	return g.Wait()
 }
 
 // syncParallel is how many fsyncs run at once: the device and the

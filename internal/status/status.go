@@ -10,7 +10,7 @@ import (
 
 	"github.com/pgkeep/pgkeep/internal/catalog"
 	"github.com/pgkeep/pgkeep/internal/pgstat"
-	"github.com/pgkeep/pgkeep/internal/progress"
+	"github.com/pgkeep/pgkeep/internal/units"
 )
 
 // Status is what `pgkeep status` reports.
@@ -249,7 +249,7 @@ func (s *Status) String() string {
 			fmt.Fprintf(&b, "server            %s\n", sv.Note)
 		}
 	}
-	fmt.Fprintf(&b, "size              %s total: WAL %s, backups %s, incomplete backups %s\n", progress.Bytes(s.Size.Total), progress.Bytes(s.Size.WAL), progress.Bytes(s.Size.Backups), progress.Bytes(s.Size.Garbage))
+	fmt.Fprintf(&b, "size              %s total: WAL %s, backups %s, incomplete backups %s\n", units.Bytes(s.Size.Total), units.Bytes(s.Size.WAL), units.Bytes(s.Size.Backups), units.Bytes(s.Size.Garbage))
 	for _, g := range s.Gaps {
 		fmt.Fprintf(&b, "WAL gap           %s\n", g)
 	}

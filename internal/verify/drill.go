@@ -131,7 +131,7 @@ func Drill(ctx context.Context, r *repo.Repo, opts DrillOptions) (*DrillReport, 
 		out.Failure = fmt.Sprintf("the restored cluster did not start: %v", err)
 		return out, nil
 	}
-	if err := waitOpen(ctx, cluster, id.PGMajor, opts.Timeout); err != nil {
+	if err := cluster.WaitRecovered(ctx, opts.Timeout, id.PGMajor, true); err != nil {
 		out.Failure = err.Error()
 		return out, nil
 	}
@@ -249,40 +249,4 @@ func checkBtreesIn(ctx context.Context, c *pgctl.Cluster, db string) (int, error
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
-}
-
-// replayPausedQuery is how a major tells that replay is paused (at a
-// recovery target with recovery_target_action = pause): PostgreSQL 14 added
-// pg_get_wal_replay_pause_state(), whose 'paused' means paused indeed;
-// before it, pg_is_wal_replay_paused() is all there is.
-func replayPausedQuery(major int) string {
-	if major < 14 {
-		return `SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END`
-	}
-	return `SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() = 'paused' ELSE false END`
-}
-
-// waitOpen waits until the cluster accepts connections and is out of
-// recovery, or has paused at its target (still in recovery, but replay
-// paused), or has shut down at its target.
-func waitOpen(ctx context.Context, c *pgctl.Cluster, major int, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		conn, err := pgx.Connect(ctx, c.ConnString())
-		if err == nil {
-			var rec, paused bool
-			err = conn.QueryRow(ctx, replayPausedQuery(major)).Scan(&rec, &paused)
-			conn.Close(ctx)
-			if err == nil && (!rec || paused) {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-	log, _ := os.ReadFile(c.LogFile)
-	return fmt.Errorf("the restored cluster did not finish recovery within %s; server log:\n%s", timeout, pgctl.Tail(string(log), 40))
 }

@@ -57,9 +57,5 @@ func TestDrillChecksPerMajor(t *testing.T) {
 		if (major >= 14) != (c.program == "pg_amcheck") {
 			t.Errorf("PostgreSQL %d: %s", major, c.name)
 		}
-		q := replayPausedQuery(major)
-		if (major >= 14) != strings.Contains(q, "pg_get_wal_replay_pause_state") || (major < 14) != strings.Contains(q, "pg_is_wal_replay_paused") {
-			t.Errorf("PostgreSQL %d: %s", major, q)
-		}
 	}
 }

@@ -78,6 +78,15 @@ func encodeFile(path string, comp envelope.Compression, ci envelope.Cipher) (*en
 		return nil, fmt.Errorf("reading WAL file: %w", err)
 	}
 	defer f.Close()
+	return encodeOpen(f, comp, ci)
+}
+
+// encodeOpen is encodeFile on a file already open, read from its start.
+func encodeOpen(f *os.File, comp envelope.Compression, ci envelope.Cipher) (*encodedFile, error) {
+	path := f.Name()
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, fmt.Errorf("reading WAL file: %w", err)
+	}
 	before, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("reading WAL file: %w", err)

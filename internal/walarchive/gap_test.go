@@ -30,7 +30,7 @@ func putSegs(t *testing.T, r *repo.Repo, root string, tli wal.TimeLineID, nos ..
 func fetchErr(t *testing.T, r *repo.Repo, name string) error {
 	t.Helper()
 	dest := filepath.Join(t.TempDir(), "RECOVERYXLOG")
-	err := Fetch(context.Background(), r, name, dest, FetchOptions{})
+	err := Fetch(context.Background(), opened(r), name, dest, FetchOptions{})
 	if err != nil {
 		if _, serr := os.Stat(dest); serr == nil {
 			t.Fatalf("fetch of %s failed (%v) but wrote its destination", name, err)

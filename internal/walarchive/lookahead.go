@@ -8,11 +8,10 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/pgkeep/pgkeep/internal/repo"
 	"github.com/pgkeep/pgkeep/internal/wal"
@@ -190,37 +189,21 @@ func PushAhead(ctx context.Context, r *repo.Repo, tag, walDir, after string, wor
 	if err := os.MkdirAll(filepath.Join(walDir, pushedDir), 0o700); err != nil {
 		return err
 	}
-	lock, err := os.OpenFile(filepath.Join(walDir, lockFile), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return err
+	l, ok, err := tryLock(PusherLock(walDir))
+	if err != nil || !ok {
+		return err // !ok: another pusher is at work
 	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		return nil // another pusher is at work
-	}
+	defer l.release()
 	id, err := r.Identity(ctx)
 	if err != nil {
 		return err
 	}
 	cleanStale(filepath.Join(walDir, pushedDir))
 
-	jobs := make(chan string)
-	var wg sync.WaitGroup
-	for range max(workers, 1) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for name := range jobs {
-				if err := pushAheadOne(ctx, r, id, tag, walDir, name); err != nil {
-					writeRecord(walDir, name, skipRecord)
-				}
-			}
-		}()
-	}
-	defer func() {
-		close(jobs)
-		wg.Wait()
-	}()
+	// Uploads run workers at a time; Go blocks while all are busy.
+	var g errgroup.Group
+	g.SetLimit(max(workers, 1))
+	defer g.Wait()
 	queued := map[string]bool{}
 	idleSince := time.Now()
 	for ctx.Err() == nil {
@@ -244,11 +227,15 @@ func PushAhead(ctx context.Context, r *repo.Repo, tag, walDir, after string, wor
 		after = todo[len(todo)-1]
 		for _, n := range todo {
 			queued[n] = true
-			select {
-			case jobs <- n:
-			case <-ctx.Done():
+			if ctx.Err() != nil {
 				return ctx.Err()
 			}
+			g.Go(func() error {
+				if err := pushAheadOne(ctx, r, id, tag, walDir, n); err != nil {
+					writeRecord(walDir, n, skipRecord)
+				}
+				return nil
+			})
 		}
 		idleSince = time.Now()
 	}
@@ -280,15 +267,4 @@ func pushAheadOne(ctx context.Context, r *repo.Repo, id *repo.Identity, tag, wal
 	return nil
 }
 
-func pusherRunning(walDir string) bool {
-	lock, err := os.OpenFile(filepath.Join(walDir, lockFile), os.O_RDWR, 0)
-	if err != nil {
-		return false
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		return true
-	}
-	syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	return false
-}
+func pusherRunning(walDir string) bool { return lockHeld(PusherLock(walDir)) }

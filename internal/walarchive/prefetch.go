@@ -11,6 +11,7 @@ import (
 
 	"github.com/pgkeep/pgkeep/internal/repo"
 	"github.com/pgkeep/pgkeep/internal/wal"
+	"golang.org/x/sync/errgroup"
 )
 
 // Prefetch keeps recovery fed. PostgreSQL asks restore_command for one
@@ -88,19 +89,6 @@ func pruneSpool(spool, served string) {
 	}
 }
 
-// NextSegments names the count segments after name on its timeline.
-func NextSegments(name string, count int, segSize uint64) ([]string, error) {
-	seg, err := wal.ParseSegmentName(name, segSize)
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for i := 1; i <= count; i++ {
-		out = append(out, wal.SegmentName(seg.TLI, seg.No+uint64(i), segSize))
-	}
-	return out, nil
-}
-
 // Prefetch downloads up to count segments after name into the spool of
 // pgdata, with workers in parallel, stopping at the end of the archive. It
 // returns at once if another prefetcher holds the spool's lock.
@@ -109,56 +97,47 @@ func Prefetch(ctx context.Context, r *repo.Repo, pgdata, name string, count, wor
 	if err := os.MkdirAll(spool, 0o700); err != nil {
 		return err
 	}
-	lock, err := os.OpenFile(filepath.Join(spool, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return err
+	l, ok, err := tryLock(PrefetchLock(pgdata))
+	if err != nil || !ok {
+		return err // !ok: another prefetcher is at work
 	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		return nil // another prefetcher is at work
-	}
+	defer l.release()
 	id, err := r.Identity(ctx)
 	if err != nil {
 		return err
 	}
-	names, err := NextSegments(name, count, id.WalSegSize)
-	if err != nil {
-		return err
-	}
-	var wg sync.WaitGroup
-	next := make(chan string)
 	var mu sync.Mutex
 	end := "" // the first segment the archive does not have
-	for w := 0; w < max(workers, 1); w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for n := range next {
-				mu.Lock()
-				stop := end != "" && n > end
-				mu.Unlock()
-				if stop || !inRecovery(pgdata) {
-					continue
-				}
-				if _, err := os.Stat(filepath.Join(spool, n)); err == nil {
-					continue
-				}
-				err := fetchInto(ctx, r, n, filepath.Join(spool, n), id.WalSegSize)
-				if errors.Is(err, ErrNotArchived) {
-					mu.Lock()
-					if end == "" || n < end {
-						end = n
-					}
-					mu.Unlock()
-				}
+	var g errgroup.Group
+	g.SetLimit(max(workers, 1))
+	next := name
+	for range count {
+		if next, err = wal.NextSegmentName(next, id.WalSegSize); err != nil {
+			return err
+		}
+		n := next
+		g.Go(func() error {
+			mu.Lock()
+			stop := end != "" && n > end
+			mu.Unlock()
+			if stop || !inRecovery(pgdata) {
+				return nil
 			}
-		}()
+			if _, err := os.Stat(filepath.Join(spool, n)); err == nil {
+				return nil
+			}
+			// A failure only costs the next wal-fetch a download.
+			if err := fetchInto(ctx, r, n, filepath.Join(spool, n), id.WalSegSize); errors.Is(err, ErrNotArchived) {
+				mu.Lock()
+				if end == "" || n < end {
+					end = n
+				}
+				mu.Unlock()
+			}
+			return nil
+		})
 	}
-	for _, n := range names {
-		next <- n
-	}
-	close(next)
-	wg.Wait()
+	g.Wait()
 	if !inRecovery(pgdata) {
 		// Recovery ended while we worked: leave nothing behind.
 		return CleanSpool(pgdata)

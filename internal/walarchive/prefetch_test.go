@@ -27,6 +27,9 @@ func testRepo(t *testing.T) *repo.Repo {
 	return r
 }
 
+// opened returns an open function for Fetch that gives r.
+func opened(r *repo.Repo) func() (*repo.Repo, error) { return func() (*repo.Repo, error) { return r, nil } }
+
 func TestPrefetchFeedsFetch(t *testing.T) {
 	ctx := context.Background()
 	r := testRepo(t)
@@ -43,7 +46,7 @@ func TestPrefetchFeedsFetch(t *testing.T) {
 
 	started := ""
 	opts := FetchOptions{StartPrefetch: func(dir, served string) { started = served }}
-	if err := Fetch(ctx, r, wal.SegmentName(1, 1, seg1M), dest, opts); err != nil {
+	if err := Fetch(ctx, opened(r), wal.SegmentName(1, 1, seg1M), dest, opts); err != nil {
 		t.Fatal(err)
 	}
 	if started != wal.SegmentName(1, 1, seg1M) {
@@ -61,7 +64,8 @@ func TestPrefetchFeedsFetch(t *testing.T) {
 	for no := uint64(2); no <= 5; no++ {
 		r.Delete(ctx, repo.WAL(wal.SegmentName(1, no, seg1M)))
 	}
-	if err := Fetch(ctx, r, wal.SegmentName(1, 3, seg1M), dest, FetchOptions{}); err != nil {
+	noRepo := func() (*repo.Repo, error) { t.Fatal("a spooled segment opened the repository"); return nil, nil }
+	if err := Fetch(ctx, noRepo, wal.SegmentName(1, 3, seg1M), dest, FetchOptions{}); err != nil {
 		t.Fatalf("fetch from the spool: %v", err)
 	}
 	got, _ := os.ReadFile(dest)
@@ -73,7 +77,7 @@ func TestPrefetchFeedsFetch(t *testing.T) {
 		t.Fatal("a segment recovery went past is still spooled")
 	}
 	// Not found means not found, with nothing spooled and nothing archived.
-	if err := Fetch(ctx, r, wal.SegmentName(1, 9, seg1M), dest, FetchOptions{}); err == nil {
+	if err := Fetch(ctx, opened(r), wal.SegmentName(1, 9, seg1M), dest, FetchOptions{}); err == nil {
 		t.Fatal("a missing segment was served")
 	}
 	// Once recovery has ended, a prefetcher leaves nothing behind.

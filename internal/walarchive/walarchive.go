@@ -3,7 +3,6 @@
 package walarchive
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -32,6 +31,10 @@ type PushOptions struct {
 	// segments ready after this one; it starts the background look-ahead
 	// pusher (see PushAhead).
 	StartAhead func(walDir, after string)
+	// IdentityCache, if set, is a file where the repository's identity
+	// record is kept between calls (see cachedIdentity), so that a push
+	// does not fetch it every time.
+	IdentityCache string
 }
 
 // PushResult describes an archived file.
@@ -64,20 +67,33 @@ func Push(ctx context.Context, r *repo.Repo, path string, opts PushOptions) (Pus
 		return PushResult{}, fmt.Errorf("%s is not a WAL file PostgreSQL archives: %w", path, err)
 	}
 	walDir := filepath.Dir(path)
-	head, size, err := readHead(path)
+	f, err := os.Open(path)
 	if err != nil {
-		return PushResult{}, err
+		return PushResult{}, fmt.Errorf("reading WAL file: %w", err)
 	}
-	info, err := identify(kind, head, size, path, opts.PGData)
-	if err != nil {
-		return PushResult{}, err
-	}
-	if _, err := r.EnsureIdentity(ctx, repo.Identity{
-		SystemIdentifier: info.sysID, PGMajor: info.major, WalSegSize: info.segSize,
-	}); err != nil {
-		if errors.Is(err, repo.ErrForeignCluster) {
+	defer f.Close()
+	// The repository's identity record: from the local cache when it is
+	// fresh, else from the repository. A repository that does not exist
+	// yet is created from this file's facts, before anything is encoded
+	// (a repository it creates may encrypt).
+	have, err := cachedIdentity(ctx, r, opts.IdentityCache)
+	if errors.Is(err, repo.ErrNoRepository) {
+		head := make([]byte, headSize)
+		n, _ := f.ReadAt(head, 0)
+		st, serr := f.Stat()
+		if serr != nil {
+			return PushResult{}, fmt.Errorf("reading WAL file: %w", serr)
+		}
+		info, ierr := identify(kind, head[:n], st.Size(), path, opts.PGData)
+		if ierr != nil {
+			return PushResult{}, ierr
+		}
+		have, err = r.EnsureIdentity(ctx, repo.Identity{SystemIdentifier: info.sysID, PGMajor: info.major, WalSegSize: info.segSize})
+		if err != nil && errors.Is(err, repo.ErrForeignCluster) {
 			return PushResult{}, fmt.Errorf("refusing to archive %s (cluster identified by %s): %w", name, info.source, err)
 		}
+	}
+	if err != nil {
 		return PushResult{}, fmt.Errorf("checking repository %s: %w", r.Location(), err)
 	}
 	if kind == wal.KindSegment && opts.StartAhead != nil && filepath.Base(walDir) == "pg_wal" {
@@ -85,7 +101,6 @@ func Push(ctx context.Context, r *repo.Repo, path string, opts PushOptions) (Pus
 			opts.StartAhead(walDir, name)
 		}
 	}
-	// Encoded after EnsureIdentity: a repository it creates may encrypt.
 	// Timeline history files stay readable without the key (they hold
 	// timeline numbers and switch points: what status and expire follow),
 	// like the other metadata of docs/design.md §10.
@@ -93,13 +108,18 @@ func Push(ctx context.Context, r *repo.Repo, path string, opts PushOptions) (Pus
 	if kind == wal.KindTimelineHistory {
 		ci = nil
 	}
-	enc, err := encodeFile(path, r.Compression(), ci)
+	// One read of the file: the envelope, and its head for the checks.
+	enc, err := encodeOpen(f, r.Compression(), ci)
 	if err != nil {
 		return PushResult{}, err
 	}
 	defer enc.release()
-	if !bytes.Equal(enc.head, head) || enc.sum.Size != size {
-		return PushResult{}, fmt.Errorf("%s: %w", path, errChanged)
+	info, err := identify(kind, enc.head, enc.sum.Size, path, opts.PGData)
+	if err != nil {
+		return PushResult{}, err
+	}
+	if err := have.Matches(repo.Identity{SystemIdentifier: info.sysID, PGMajor: info.major, WalSegSize: info.segSize}); err != nil {
+		return PushResult{}, fmt.Errorf("refusing to archive %s (cluster identified by %s): %w", name, info.source, err)
 	}
 	key := repo.WAL(name)
 	if kind == wal.KindSegment || kind == wal.KindPartial {
@@ -117,25 +137,6 @@ func Push(ctx context.Context, r *repo.Repo, path string, opts PushOptions) (Pus
 	return PushResult{Name: name, Key: key, Size: enc.sum.Size, Stored: res.Stored, Existed: res.Existed}, nil
 }
 
-// readHead returns the first headSize bytes of the file at path and its
-// size.
-func readHead(path string) ([]byte, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, 0, fmt.Errorf("reading WAL file: %w", err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, 0, fmt.Errorf("reading WAL file: %w", err)
-	}
-	head := make([]byte, min(st.Size(), headSize))
-	if _, err := io.ReadFull(f, head); err != nil {
-		return nil, 0, fmt.Errorf("reading WAL file %s: %w", path, err)
-	}
-	return head, st.Size(), nil
-}
-
 // identify works out which cluster produced a WAL file. Segments carry
 // their system identifier and size in the first page's long header; for
 // history files, and to learn the major version, pg_control is read.
@@ -146,16 +147,7 @@ func identify(kind wal.Kind, head []byte, size int64, path, pgdata string) (clus
 			pgdata = filepath.Dir(dir)
 		}
 	}
-	var ctl *pgcontrol.ControlFile
-	var ctlErr error
-	if pgdata != "" {
-		ctl, ctlErr = pgcontrol.ReadFile(pgdata)
-	} else {
-		ctlErr = errors.New("no data directory known (set PGDATA or --pgdata)")
-	}
-
-	isSegment := kind == wal.KindSegment || kind == wal.KindPartial
-	if isSegment {
+	if kind == wal.KindSegment || kind == wal.KindPartial {
 		hdr, err := wal.ParseSegmentHeader(head)
 		if err != nil {
 			return clusterInfo{}, fmt.Errorf("%s: %w", path, err)
@@ -165,6 +157,12 @@ func identify(kind wal.Kind, head []byte, size int64, path, pgdata string) (clus
 		}
 		// The page magic names the major that wrote the segment.
 		return clusterInfo{sysID: hdr.SysID, major: hdr.Major, segSize: uint64(hdr.SegSize), source: "the segment's page header"}, nil
+	}
+	// History files carry nothing about their cluster: pg_control says.
+	var ctl *pgcontrol.ControlFile
+	ctlErr := errors.New("no data directory known (set PGDATA or --pgdata)")
+	if pgdata != "" {
+		ctl, ctlErr = pgcontrol.ReadFile(pgdata)
 	}
 	if errors.Is(ctlErr, pgversion.ErrUnsupported) {
 		return clusterInfo{}, fmt.Errorf("refusing to archive %s: %w", filepath.Base(path), ctlErr)
@@ -195,17 +193,24 @@ type FetchOptions struct {
 // replay is there is a gap (ErrGap). Every other failure (unreachable
 // storage, no repository at that location, corruption) is a different
 // error too, because PostgreSQL takes "not found" as the end of the archive.
-func Fetch(ctx context.Context, r *repo.Repo, name, dest string, opts FetchOptions) error {
+//
+// open is called only when the segment is not in the prefetch spool: a
+// spooled segment costs no storage client.
+func Fetch(ctx context.Context, open func() (*repo.Repo, error), name, dest string, opts FetchOptions) error {
 	kind, err := wal.Classify(name)
 	if err != nil {
 		return fmt.Errorf("%q is not a WAL file name: %w", name, err)
 	}
-	if FetchSpooled(name, dest, opts) {
+	if fetchSpooled(kind, name, dest, opts) {
 		return nil
 	}
 	spool := ""
 	if kind == wal.KindSegment {
 		spool = SpoolDir(dest)
+	}
+	r, err := open()
+	if err != nil {
+		return err
 	}
 	id, err := r.Identity(ctx)
 	if err != nil {
@@ -227,14 +232,12 @@ func Fetch(ctx context.Context, r *repo.Repo, name, dest string, opts FetchOptio
 	return nil
 }
 
-// FetchSpooled serves a segment the prefetcher has already downloaded and
+// fetchSpooled serves a segment the prefetcher has already downloaded and
 // verified, moving it from the spool to dest, and starts the next
 // prefetch. It reports false when the spool does not have it (or name is
-// not a segment, or dest is not in a pg_wal directory). It needs no
-// repository: wal-fetch tries it before opening one, so that a spooled
-// segment costs no storage client.
-func FetchSpooled(name, dest string, opts FetchOptions) bool {
-	if kind, err := wal.Classify(name); err != nil || kind != wal.KindSegment {
+// not a segment, or dest is not in a pg_wal directory).
+func fetchSpooled(kind wal.Kind, name, dest string, opts FetchOptions) bool {
+	if kind != wal.KindSegment {
 		return false
 	}
 	spool := SpoolDir(dest)
@@ -292,7 +295,11 @@ func fetchInto(ctx context.Context, r *repo.Repo, name, dest string, segSize uin
 // (PGDATA/pgkeep_prefetch): once a cluster archives, it has been promoted
 // and the spool is stale.
 func removePrefetchSpool(pgdata string) {
-	CleanSpool(pgdata)
+	_, spoolErr := os.Lstat(filepath.Join(pgdata, PrefetchDir))
+	_, markErr := os.Lstat(filepath.Join(pgdata, ArchiveEndMarker))
+	if spoolErr == nil || markErr == nil {
+		CleanSpool(pgdata)
+	}
 }
 
 // PrefetchDir is the wal-fetch prefetch spool, relative to PGDATA.

@@ -22,7 +22,6 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -33,6 +32,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
 	"github.com/aws/smithy-go/logging"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/pgkeep/pgkeep/internal/storage"
 )
@@ -137,6 +137,9 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if awsCfg.Region == "" {
 		awsCfg.Region = "us-east-1"
 	}
+	if awsCfg.Credentials != nil {
+		awsCfg.Credentials = credentialsProvider{awsCfg.Credentials}
+	}
 	client := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
 		o.UsePathStyle = cfg.PathStyle
 		if cfg.Endpoint != "" {
@@ -151,6 +154,25 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	})
 	return &Store{cfg: cfg, client: client, where: location(cfg, awsCfg)}, nil
 }
+
+// credentialsProvider marks the failures of the standard credential chain
+// (noCredentialsError), so that classify can tell "no credentials" from
+// other failures by type instead of by message.
+type credentialsProvider struct{ aws.CredentialsProvider }
+
+func (p credentialsProvider) Retrieve(ctx context.Context) (aws.Credentials, error) {
+	c, err := p.CredentialsProvider.Retrieve(ctx)
+	if err != nil && ctx.Err() == nil {
+		return c, &noCredentialsError{err}
+	}
+	return c, err
+}
+
+// noCredentialsError is a failure to find AWS credentials.
+type noCredentialsError struct{ err error }
+
+func (e *noCredentialsError) Error() string { return e.err.Error() }
+func (e *noCredentialsError) Unwrap() error { return e.err }
 
 // location is s3://bucket/prefix and the endpoint's scheme and host.
 func location(cfg Config, awsCfg aws.Config) string {
@@ -366,37 +388,22 @@ func (s *Store) putMultipart(ctx context.Context, key, k string, body io.Reader,
 // returns them in order. It stops at the first failure.
 func (s *Store) uploadParts(ctx context.Context, key, k, uploadID string, body io.Reader, size, nparts int64) ([]types.CompletedPart, error) {
 	parent := ctx
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		firstErr error
-	)
-	fail := func(err error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if firstErr == nil {
-			firstErr = err
-			cancel()
-		}
-	}
-	// A token per part in flight; it carries the part's buffer when the
-	// body must be copied (allocated on first use).
-	tokens := make(chan []byte, s.cfg.Concurrency)
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(s.cfg.Concurrency)
+	// A buffer per part in flight, when the body must be copied
+	// (allocated on first use).
+	bufs := make(chan []byte, s.cfg.Concurrency)
 	for range s.cfg.Concurrency {
-		tokens <- nil
+		bufs <- nil
 	}
 	ra, start, direct := wholeReader(body, size)
 	parts := make([]types.CompletedPart, nparts)
-send:
+	var readErr error
 	for i := range nparts {
-		var buf []byte
-		select {
-		case buf = <-tokens:
-		case <-ctx.Done():
-			break send
+		if ctx.Err() != nil {
+			break
 		}
+		buf := <-bufs
 		off := i * s.cfg.PartSize
 		n := min(s.cfg.PartSize, size-off)
 		var part io.ReadSeeker
@@ -410,25 +417,19 @@ send:
 				switch {
 				case parent.Err() != nil:
 				case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
-					fail(storage.Permanent(fmt.Errorf("storing %s: the body holds fewer bytes than the %d declared", key, size)))
+					readErr = storage.Permanent(fmt.Errorf("storing %s: the body holds fewer bytes than the %d declared", key, size))
 				default:
-					fail(fmt.Errorf("storing %s: reading the body: %w", key, err))
+					readErr = fmt.Errorf("storing %s: reading the body: %w", key, err)
 				}
-				break send
+				break
 			}
 			part = bytes.NewReader(buf[:n])
 		}
-		if ctx.Err() != nil {
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { tokens <- buf }()
+		g.Go(func() error {
+			defer func() { bufs <- buf }()
 			sum, err := md5Base64Seeker(part)
 			if err != nil {
-				fail(fmt.Errorf("storing %s: %w", key, err))
-				return
+				return fmt.Errorf("storing %s: %w", key, err)
 			}
 			out, err := s.client.UploadPart(ctx, &s3.UploadPartInput{
 				Bucket: aws.String(s.cfg.Bucket), Key: aws.String(k), UploadId: aws.String(uploadID),
@@ -436,15 +437,18 @@ send:
 				ContentMD5: aws.String(sum),
 			})
 			if err != nil {
-				fail(s.classify(fmt.Sprintf("uploading part %d of %d of", i+1, nparts), key, err))
-				return
+				return s.classify(fmt.Sprintf("uploading part %d of %d of", i+1, nparts), key, err)
 			}
 			parts[i] = types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(int32(i + 1))}
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
+	firstErr := g.Wait()
 	if err := parent.Err(); err != nil {
 		return nil, fmt.Errorf("storing %s: %w", key, err)
+	}
+	if readErr != nil {
+		return nil, readErr
 	}
 	if firstErr != nil {
 		return nil, firstErr
@@ -692,7 +696,8 @@ func (s *Store) classify(op, key string, err error) error {
 		// saying the object is absent (a wrong endpoint?).
 		return storage.Permanent(fmt.Errorf("%s %s at %s: %w", op, key, s.where, err))
 	}
-	if strings.Contains(err.Error(), "failed to retrieve credentials") || strings.Contains(err.Error(), "no EC2 IMDS role found") {
+	var noCreds *noCredentialsError
+	if errors.As(err, &noCreds) {
 		return storage.Permanent(fmt.Errorf("%s %s: no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile (AWS_PROFILE), or run with an instance role", op, key))
 	}
 	var unknownCA x509.UnknownAuthorityError

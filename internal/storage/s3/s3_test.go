@@ -367,7 +367,7 @@ func TestClassify(t *testing.T) {
 				&net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET})}}}), transient, ""},
 		// No answer at all: a network error on the way to the credentials
 		// or to an unknown host keeps its own verdict.
-		{fmt.Errorf("failed to retrieve credentials: %w", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}), permanent, "no AWS credentials"},
+		{fmt.Errorf("failed to retrieve credentials: %w", &noCredentialsError{&net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}}), permanent, "no AWS credentials"},
 		{&net.OpError{Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "no such host", Name: "s3.nowhere", IsNotFound: true}}, permanent, "cannot resolve"},
 		{answer(412, "PreconditionFailed", nil), exists, ""},
 		{answer(403, "AccessDenied", nil), permanent, "s3:ListBucket"},
