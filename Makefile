@@ -4,7 +4,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 export CGO_ENABLED = 0
 
-.PHONY: build test test-deps unit demo bench fuzz clean
+.PHONY: build test test-deps unit cover demo bench fuzz clean
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/pgkeep ./cmd/pgkeep
@@ -18,9 +18,15 @@ test: test-deps build
 test-deps:
 	scripts/test-deps.sh
 
-# Unit tests only: no PostgreSQL or MinIO needed.
+# Unit tests only: -short skips every test that needs PostgreSQL or MinIO
+# (no server is started); about 20 seconds.
 unit:
 	$(GO) test -short -count=1 ./...
+
+# Coverage per package, end-to-end tests included (the binary they run is
+# built with -cover); the table goes to cover/percent.txt.
+cover: test-deps
+	CI=true scripts/coverage.sh
 
 # pgkeep beside pgBackRest on one cluster; prints ratios (medians of RUNS
 # runs), writes JSON to bench/results. SCALE sets the pgbench scale factor.

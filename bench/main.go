@@ -37,6 +37,7 @@ import (
 
 	"github.com/pgkeep/pgkeep/internal/miniosrv"
 	"github.com/pgkeep/pgkeep/internal/pgctl"
+	"github.com/pgkeep/pgkeep/internal/walarchive"
 )
 
 type measure struct {
@@ -457,7 +458,7 @@ pg1-socket-path=%s
 		if err := b.setArchive(ctx, "false"); err != nil {
 			return rr, err
 		}
-		exec.Command("pkill", "-f", "wal-push-ahead").Run()
+		b.stopPusher()
 		// +1: right after a switch the position is on a segment boundary,
 		// which pg_walfile_name names by the segment before it.
 		first, _ := b.c.SQL(ctx, "SELECT pg_walfile_name(pg_current_wal_lsn() + 1)")
@@ -844,8 +845,17 @@ func (b *bench) waitArchived(ctx context.Context, seg string) error {
 // minutes for an asynchronous push that is not coming). It also stops any
 // pgkeep look-ahead pusher left from earlier phases, so that none uploads
 // the backlog while it builds.
+// stopPusher stops the look-ahead pusher of the bench's own cluster (its
+// pid is in the lock file in that cluster's pg_wal), and nothing else: a
+// production pusher on the same host is left alone.
+func (b *bench) stopPusher() {
+	if pid := walarchive.LockHolder(walarchive.PusherLock(filepath.Join(b.c.DataDir, "pg_wal"))); pid > 0 {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
 func (b *bench) waitArchiverIdle(ctx context.Context, failedBefore int) error {
-	exec.Command("pkill", "-f", "wal-push-ahead").Run()
+	b.stopPusher()
 	deadline := time.Now().Add(10 * time.Minute)
 	for time.Now().Before(deadline) {
 		out, err := b.c.SQL(ctx, fmt.Sprintf("SELECT failed_count >= %d AND extract(epoch FROM now() - last_failed_time) > 1.3 FROM pg_stat_archiver", failedBefore+3))

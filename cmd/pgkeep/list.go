@@ -62,7 +62,7 @@ incomplete backups (in progress, or interrupted: garbage that expire removes).`,
 				for _, b := range backups {
 					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%d\n", b.ID, b.StartTime.Format(time.DateTime), b.StopTime.Format(time.DateTime),
 						b.StartLSN, b.StopLSN, b.Timeline, units.Bytes(b.Size), units.Bytes(b.Stored),
-						time.Duration(b.DurationSec*float64(time.Second)).Round(time.Millisecond), b.PGVersion)
+						units.Duration(time.Duration(b.DurationSec*float64(time.Second))), b.PGVersion)
 				}
 			}
 			fmt.Fprintln(w)

@@ -94,7 +94,7 @@ replayed to the end of the archive or the target.`,
 			}
 			if !quiet {
 				fmt.Fprintf(a.stdout, "restored backup %s into %s: %d files, %s, in %s\n", res.Backup.ID, pgdata, res.Files,
-					units.Bytes(res.Bytes), res.Duration.Round(time.Millisecond))
+					units.Bytes(res.Bytes), units.Duration(res.Duration))
 				fmt.Fprintf(a.stdout, "start PostgreSQL on it (pg_ctl -D %s start); it replays the archived WAL first\n", pgdata)
 			}
 			return nil

@@ -199,6 +199,9 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	stopped = true
 	stopTime := now().UTC()
 	bl, err := pgcontrol.ParseBackupLabel([]byte(labelFile))
+	if err == nil {
+		err = bl.Validate(srv.walSegSize)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("the backup label the server returned: %w", err)
 	}
@@ -241,7 +244,7 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 		return nil, fmt.Errorf("writing the completion record of backup %s: %w", id, err)
 	}
 	rep.Logf("backup %s: complete: %s in %d files, %s stored, %s", id,
-		units.Bytes(m.Size), len(m.Files), units.Bytes(m.Stored), m.Duration().Round(time.Millisecond))
+		units.Bytes(m.Size), len(m.Files), units.Bytes(m.Stored), units.Duration(m.Duration()))
 	return &Result{Manifest: m, ChecksumFailures: c.failures, Warnings: warnings}, nil
 }
 
@@ -288,11 +291,13 @@ func waitForWAL(ctx context.Context, r *repo.Repo, conn *pgx.Conn, pgdata string
 
 // checkDataDir makes sure pgdata is the running server's data directory.
 func checkDataDir(pgdata string, srv *server) error {
-	st, err := os.Stat(filepath.Join(pgdata, "PG_VERSION"))
+	major, err := pgcontrol.ReadVersionFile(pgdata)
 	if err != nil {
 		return fmt.Errorf("%s is not a PostgreSQL data directory readable here (%v); run pgkeep backup on the database host, with --pgdata or PGDATA", pgdata, err)
 	}
-	_ = st
+	if major != srv.major {
+		return fmt.Errorf("%s holds a PostgreSQL %d cluster, but the server we are connected to runs PostgreSQL %d: point --pgdata (or PGDATA) at its data directory", pgdata, major, srv.major)
+	}
 	if srv.dataDirectory != "" {
 		a, errA := filepath.EvalSymlinks(pgdata)
 		b, errB := filepath.EvalSymlinks(srv.dataDirectory)

@@ -127,9 +127,6 @@ func LoadIdentities(path string) (*Identities, error) {
 	return ids, nil
 }
 
-// Fingerprints lists the fingerprints of the keys the identities open.
-func (i *Identities) Fingerprints() []string { return append([]string(nil), i.fps...) }
-
 func readLines(path string) ([]string, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {

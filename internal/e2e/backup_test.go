@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pgkeep/pgkeep/internal/pgtest"
+	"github.com/pgkeep/pgkeep/internal/walarchive"
 )
 
 type listing struct {
@@ -67,9 +68,18 @@ func TestInterruptedBackupsAreNeverRestorable(t *testing.T) {
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 
-	// WAL never arrives: archiving broken, short timeout.
+	// WAL never arrives: archiving broken, short timeout. A look-ahead
+	// pusher still at work on the earlier backlog would upload it anyway:
+	// stop it first.
 	c.SetConf(t, map[string]string{"archive_command": "false"})
 	c.Reload(t)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		pid := walarchive.LockHolder(walarchive.PusherLock(filepath.Join(c.DataDir, "pg_wal")))
+		if pid == 0 {
+			break
+		}
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
 	r := run(t, c.Env(), append([]string{"backup", "--wal-timeout", "3s"}, repo.Flags()...)...)
 	if r.code == 0 || !strings.Contains(r.stderr, "not restorable") || !strings.Contains(r.stderr, "archive_command") {
 		t.Fatalf("backup without archived WAL must fail and explain: %s", r)

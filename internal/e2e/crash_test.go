@@ -21,30 +21,43 @@ import (
 // archive and every completed backup verify, and a restore to the end has
 // every row committed before the last segment that was archived.
 // PGKEEP_CRASH_ROUNDS sets the number of rounds (default 20; the long mode
-// is 200).
+// is 200). Every random choice follows from one seed, printed at the start;
+// PGKEEP_CRASH_SEED replays a run with it (as far as PostgreSQL's own
+// timing repeats: the kills of archive_command depend on the segment name
+// and the attempt, the kills of backups on the round).
 func TestCrashLoop(t *testing.T) {
 	rounds := 20
 	if v := os.Getenv("PGKEEP_CRASH_ROUNDS"); v != "" {
 		rounds, _ = strconv.Atoi(v)
 	}
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv("PGKEEP_CRASH_SEED"); v != "" {
+		var err error
+		if seed, err = strconv.ParseUint(v, 10, 64); err != nil {
+			t.Fatalf("PGKEEP_CRASH_SEED=%q: %v", v, err)
+		}
+	}
+	t.Logf("crash loop seed %d (replay with PGKEEP_CRASH_SEED=%d)", seed, seed)
 	repo := fileRepo(t)
 	dir := pgtest.TempDir(t, "crash-")
 	script := filepath.Join(dir, "archive.sh")
 	push := repo.Shell(pgkeepBin(t), "wal-push")
 	os.WriteFile(script, []byte(fmt.Sprintf(`#!/bin/sh
-# Kill wal-push with SIGKILL at a random instant in about half the calls.
-r=$(od -An -N2 -tu2 /dev/urandom | tr -d ' ')
+# Kill wal-push with SIGKILL at a pseudo-random instant in about half the
+# calls: the choice follows from the seed, the file and the attempt.
+n=$(basename "$1"); a=$(cat %[1]s/attempt.$n 2>/dev/null || echo 0); echo $((a + 1)) > %[1]s/attempt.$n
+r=$(printf '%%s %%s %%s' %[2]d "$n" "$a" | cksum | cut -d' ' -f1)
 if [ $((r %% 2)) -eq 0 ]; then
-	timeout -s KILL "0.$((r %% 300 + 1))" %s "$1" || exit 1
+	timeout -s KILL "0.$((r %% 300 + 1))" %[3]s "$1" || exit 1
 	exit 0
 fi
-exec %s "$1"
-`, push, push)), 0o755)
+exec %[3]s "$1"
+`, dir, seed, push)), 0o755)
 	c := archivingCluster(t, repo, map[string]string{"archive_command": script + " %p"})
 	c.Exec(t, "CREATE TABLE markers (id int PRIMARY KEY)")
 	pgtest.Pgbench(t, c, "-i", "-q", "-s", "2")
 
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	rng := rand.New(rand.NewPCG(seed, 1))
 	id, killed, completed := 0, 0, 0
 	for round := 0; round < rounds; round++ {
 		for i := 0; i < 5; i++ {

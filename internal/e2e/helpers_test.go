@@ -33,7 +33,13 @@ func pgkeepBin(t testing.TB) string {
 		}
 		os.Chmod(dir, 0o755)
 		binPath = filepath.Join(dir, "pgkeep")
-		cmd := exec.Command("go", "build", "-o", binPath, "github.com/pgkeep/pgkeep/cmd/pgkeep")
+		args := []string{"build", "-o", binPath}
+		if os.Getenv("GOCOVERDIR") != "" {
+			// make cover: the binary records what it ran (in GOCOVERDIR,
+			// which every process the tests start inherits).
+			args = append(args, "-cover", "-coverpkg=github.com/pgkeep/pgkeep/...")
+		}
+		cmd := exec.Command("go", append(args, "github.com/pgkeep/pgkeep/cmd/pgkeep")...)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("building pgkeep: %v\n%s", err, out)

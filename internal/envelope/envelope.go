@@ -105,9 +105,6 @@ func (h *Hasher) Write(p []byte) (int, error) {
 // Sum returns the checksum of everything written so far.
 func (h *Hasher) Sum() Sum { return Sum{Size: h.n, XXH64: h.d.Sum64()} }
 
-// SumOf returns the checksum of p.
-func SumOf(p []byte) Sum { return Sum{Size: int64(len(p)), XXH64: xxhash.Sum64(p)} }
-
 // Writer encodes content into an envelope written to an underlying writer.
 // Close MUST be called to write the trailer; until then the output is not a
 // valid envelope.

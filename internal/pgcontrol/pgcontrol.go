@@ -53,27 +53,6 @@ const (
 	StateInProduction                        // DB_IN_PRODUCTION: running (or crashed while running)
 )
 
-// String returns the state as pg_controldata prints it.
-func (s DBState) String() string {
-	switch s {
-	case StateStartup:
-		return "starting up"
-	case StateShutdowned:
-		return "shut down"
-	case StateShutdownedInRecovery:
-		return "shut down in recovery"
-	case StateShutdowning:
-		return "shutting down"
-	case StateInCrashRecovery:
-		return "in crash recovery"
-	case StateInArchiveRecovery:
-		return "in archive recovery"
-	case StateInProduction:
-		return "in production"
-	}
-	return fmt.Sprintf("unrecognized status code %d", uint32(s))
-}
-
 // WalLevel is the wal_level setting recorded in pg_control (enum
 // WalLevel, PostgreSQL 9.6 and later).
 type WalLevel int32
@@ -84,18 +63,6 @@ const (
 	WalLevelReplica
 	WalLevelLogical
 )
-
-func (l WalLevel) String() string {
-	switch l {
-	case WalLevelMinimal:
-		return "minimal"
-	case WalLevelReplica:
-		return "replica"
-	case WalLevelLogical:
-		return "logical"
-	}
-	return fmt.Sprintf("unrecognized wal_level %d", int32(l))
-}
 
 // ControlFile holds the fields of pg_control (ControlFileData). Names
 // follow pg_controldata's descriptions.

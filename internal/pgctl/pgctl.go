@@ -221,9 +221,6 @@ func (r *Runner) Path(name string) string {
 	return p
 }
 
-// AsOther reports whether programs run as another user than pgkeep.
-func (r *Runner) AsOther() bool { return r.UID >= 0 }
-
 // Command prepares a program (see Path) to run as the Runner's user.
 func (r *Runner) Command(ctx context.Context, env []string, name string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, r.Path(name), args...)
@@ -328,9 +325,6 @@ func FreePort() (int, error) {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
-
-// Tail returns the last n lines of s.
-func Tail(s string, n int) string { return tail(s, n) }
 
 // WaitRecovered waits until the server accepts connections and is out of
 // recovery, or, with pausedOK, has paused replay at a recovery target

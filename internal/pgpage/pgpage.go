@@ -12,7 +12,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 
 	"github.com/pgkeep/pgkeep/internal/wal"
 )
@@ -53,13 +52,6 @@ type PageHeader struct {
 	PruneXID        uint32  // pd_prune_xid
 }
 
-// PageSize returns the page size recorded in pd_pagesize_version.
-func (h PageHeader) PageSize() int { return int(h.PageSizeVersion & 0xFF00) }
-
-// LayoutVersion returns the page layout version in pd_pagesize_version
-// (4 since PostgreSQL 8.3).
-func (h PageHeader) LayoutVersion() int { return int(h.PageSizeVersion & 0x00FF) }
-
 // ParsePageHeader decodes the header at the start of page, which must hold
 // at least HeaderSize bytes.
 func ParsePageHeader(page []byte) (PageHeader, error) {
@@ -97,13 +89,6 @@ func PageLSN(page []byte) wal.LSN {
 	le := binary.LittleEndian
 	// PageXLogRecPtr: xlogid (high half), then xrecoff (low half).
 	return wal.LSN(uint64(le.Uint32(page[0:]))<<32 | uint64(le.Uint32(page[4:])))
-}
-
-// IsNew reports whether the page was never initialized (PageIsNew:
-// pd_upper is 0). PostgreSQL leaves such pages, normally all zeros, when a
-// relation is extended; they carry no checksum.
-func IsNew(page []byte) bool {
-	return len(page) >= HeaderSize && binary.LittleEndian.Uint16(page[14:]) == 0
 }
 
 const (
@@ -268,63 +253,3 @@ func allZero(b []byte) bool {
 // ends inside a block: a file being extended while it was read, or a
 // truncated copy.
 var ErrPartialBlock = errors.New("data ends with a partial block")
-
-// VerifyFile verifies every page of relation segment file segNo (the ".N"
-// suffix of the file name; 0 for the first file) of a cluster with the
-// default relation segment size of 1 GiB, reading r to its end. Block
-// numbers, as passed to Verify and fn, continue across segment files: the
-// first block of segment N is N * (1 GiB / blockSize), i.e. N * 131072 for
-// 8 KiB blocks. For other relation segment sizes, use VerifyBlocks with
-// segNo * pg_control's RelSegSize.
-//
-// fn is called once per block, in order, with nil or a *PageError from
-// Verify; the page itself is not passed on, but a *PageError carries its
-// LSN so that fn can apply the torn-page rule (see PageLSN). VerifyFile
-// returns read errors, and ErrPartialBlock after the last whole block if
-// the data ends inside a block.
-func VerifyFile(r io.Reader, segNo uint32, blockSize int, fn func(blk uint32, err error)) error {
-	if !ValidBlockSize(blockSize) {
-		return fmt.Errorf("verifying relation segment %d: invalid block size %d", segNo, blockSize)
-	}
-	first := uint64(segNo) * uint64(RelSegBytes/blockSize)
-	if first > 0xFFFFFFFE {
-		return fmt.Errorf("verifying relation segment %d: block numbers beyond 2^32-2", segNo)
-	}
-	if err := VerifyBlocks(r, uint32(first), blockSize, fn); err != nil {
-		return fmt.Errorf("verifying relation segment %d: %w", segNo, err)
-	}
-	return nil
-}
-
-// VerifyBlocks verifies consecutive pages of blockSize bytes read from r
-// until its end, the first being block number first. See VerifyFile.
-func VerifyBlocks(r io.Reader, first uint32, blockSize int, fn func(blk uint32, err error)) error {
-	if !ValidBlockSize(blockSize) {
-		return fmt.Errorf("invalid block size %d", blockSize)
-	}
-	const chunk = 256 << 10 // read several pages per call
-	buf := make([]byte, chunk/blockSize*blockSize)
-	blk := uint64(first)
-	for {
-		n, err := io.ReadFull(r, buf)
-		whole := n / blockSize * blockSize
-		for off := 0; off < whole; off += blockSize {
-			if blk > 0xFFFFFFFE {
-				return fmt.Errorf("block numbers beyond 2^32-2 at byte %d", (blk-uint64(first))*uint64(blockSize))
-			}
-			fn(uint32(blk), Verify(buf[off:off+blockSize], uint32(blk)))
-			blk++
-		}
-		switch {
-		case err == io.EOF:
-			return nil
-		case err == io.ErrUnexpectedEOF:
-			if n != whole {
-				return fmt.Errorf("%w: %d bytes after %d whole blocks", ErrPartialBlock, n-whole, blk-uint64(first))
-			}
-			return nil
-		case err != nil:
-			return fmt.Errorf("reading block %d: %w", blk, err)
-		}
-	}
-}

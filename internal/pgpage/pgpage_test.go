@@ -5,10 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"testing"
-	"testing/iotest"
 	"time"
 )
 
@@ -43,7 +41,7 @@ func TestVerifyRealPages(t *testing.T) {
 				t.Fatalf("%s block %d of a healthy relation: %v", name, blk, err)
 			}
 			h, err := ParsePageHeader(page)
-			if err != nil || h.PageSize() != Size || h.LayoutVersion() != 4 || h.LSN == 0 || h.LSN != PageLSN(page) || h.Upper == 0 || IsNew(page) {
+			if err != nil || h.LSN == 0 || h.LSN != PageLSN(page) || h.Upper == 0 {
 				t.Fatalf("%s block %d header: %+v, %v", name, blk, h, err)
 			}
 			if name == "btree_15" && h.Special != Size-16 {
@@ -111,28 +109,6 @@ func TestChecksumOtherBlockSizes(t *testing.T) {
 	}
 }
 
-func TestNewPages(t *testing.T) {
-	zero := make([]byte, Size)
-	if err := Verify(zero, 7); err != nil || !IsNew(zero) {
-		t.Fatalf("all-zero new page: %v", err)
-	}
-	zero[100] = 1
-	if err := Verify(zero, 7); !errors.Is(err, ErrNewNotZeros) {
-		t.Fatalf("non-zero page with pd_upper 0: %v", err)
-	}
-	for _, n := range []int{0, 100, Size - 1, Size + 1, 3 * 1024, 64 << 10} {
-		if err := Verify(make([]byte, n), 0); !errors.Is(err, ErrPageSize) {
-			t.Errorf("%d-byte page: %v", n, err)
-		}
-	}
-	if _, err := ParsePageHeader(make([]byte, 23)); err == nil {
-		t.Error("23-byte header parsed")
-	}
-	if PageLSN(make([]byte, 7)) != 0 || IsNew(make([]byte, 7)) {
-		t.Error("short slices")
-	}
-}
-
 func TestHeaderSanity(t *testing.T) {
 	orig := readFixture(t, "btree_15")[Size : 2*Size]
 	for name, edit := range map[string]func([]byte){
@@ -176,90 +152,6 @@ func TestTornPage(t *testing.T) {
 	// skips the page instead of reporting it.
 }
 
-func TestVerifyFile(t *testing.T) {
-	data := readFixture(t, "heap_15")
-	n := len(data) / Size
-	type result struct {
-		blk uint32
-		err error
-	}
-	collect := func(r io.Reader, segNo uint32) ([]result, error) {
-		var got []result
-		err := VerifyFile(r, segNo, Size, func(blk uint32, err error) { got = append(got, result{blk, err}) })
-		return got, err
-	}
-
-	got, err := collect(bytes.NewReader(data), 0)
-	if err != nil || len(got) != n {
-		t.Fatalf("%d results, %v", len(got), err)
-	}
-	for i, r := range got {
-		if r.blk != uint32(i) || r.err != nil {
-			t.Errorf("block %d: %+v", i, r)
-		}
-	}
-
-	// The same pages as segment 2: block numbers start at 2*131072, so
-	// the stored checksums no longer match ...
-	got, err = collect(bytes.NewReader(data), 2)
-	if err != nil || len(got) != n || got[0].blk != 262144 || !errors.Is(got[0].err, ErrChecksum) {
-		t.Fatalf("segment 2: %+v, %v", got, err)
-	}
-	// ... until they are stamped for those block numbers; a zero page and
-	// a corrupt page in between.
-	seg2 := bytes.Clone(data)
-	for i := 0; i < n; i++ {
-		restamp(seg2[i*Size:(i+1)*Size], uint32(262144+i))
-	}
-	clear(seg2[3*Size : 4*Size])
-	seg2[5*Size+5000] ^= 1
-	got, err = collect(iotest.OneByteReader(bytes.NewReader(seg2)), 2)
-	if err != nil || len(got) != n {
-		t.Fatalf("segment 2 stamped: %d results, %v", len(got), err)
-	}
-	for i, r := range got {
-		if r.blk != uint32(262144+i) || (i == 5) != (r.err != nil) {
-			t.Errorf("segment 2 block %d: %+v", i, r)
-		}
-	}
-	var pe *PageError
-	if !errors.As(got[5].err, &pe) || pe.Block != 262144+5 {
-		t.Errorf("corrupt block: %v", got[5].err)
-	}
-
-	// Other block sizes scale the segment's first block.
-	var first uint32
-	if err := VerifyFile(bytes.NewReader(make([]byte, 4096)), 3, 4096, func(blk uint32, err error) { first = blk }); err != nil || first != 3*262144 {
-		t.Errorf("4 KiB blocks: first block %d, %v", first, err)
-	}
-
-	// A partial block at the end.
-	got, err = collect(bytes.NewReader(data[:2*Size+100]), 0)
-	if !errors.Is(err, ErrPartialBlock) || len(got) != 2 {
-		t.Errorf("partial block: %d results, %v", len(got), err)
-	}
-	// A read error.
-	boom := errors.New("boom")
-	got, err = collect(io.MultiReader(bytes.NewReader(data[:Size]), iotest.ErrReader(boom)), 0)
-	if !errors.Is(err, boom) || len(got) != 1 {
-		t.Errorf("read error: %d results, %v", len(got), err)
-	}
-	// An empty file, a bad block size, a segment number beyond the block
-	// number space.
-	if got, err := collect(bytes.NewReader(nil), 0); err != nil || len(got) != 0 {
-		t.Errorf("empty file: %v", err)
-	}
-	if err := VerifyFile(bytes.NewReader(data), 0, 1000, func(uint32, error) {}); err == nil {
-		t.Error("block size 1000 accepted")
-	}
-	if err := VerifyFile(bytes.NewReader(data), 1<<15, Size, func(uint32, error) {}); err == nil {
-		t.Error("segment 32768 accepted")
-	}
-	if err := VerifyBlocks(bytes.NewReader(data), 0xFFFFFFFE-1, Size, func(uint32, error) {}); err == nil {
-		t.Error("blocks past MaxBlockNumber accepted")
-	}
-}
-
 func BenchmarkChecksum(b *testing.B) {
 	page := readFixture(b, "heap_15")[:Size]
 	b.SetBytes(Size)
@@ -291,7 +183,6 @@ func FuzzVerify(f *testing.F) {
 		}
 		h, herr := ParsePageHeader(page)
 		_ = PageLSN(page)
-		_ = IsNew(page)
 		err := Verify(page, blk)
 		if err == nil {
 			if !ValidBlockSize(len(page)) {
@@ -314,37 +205,6 @@ func FuzzVerify(f *testing.F) {
 			if err := Verify(fixed, blk); err != nil && !errors.Is(err, ErrBadHeader) {
 				t.Fatalf("restamped page: %v", err)
 			}
-		}
-	})
-}
-
-func FuzzVerifyBlocks(f *testing.F) {
-	data := readFixture(f, "heap_15")
-	f.Add(data[:2*Size+10], uint32(0), uint8(3))
-	f.Add([]byte{}, uint32(0xFFFFFFFE), uint8(0))
-	f.Fuzz(func(t *testing.T, data []byte, first uint32, sizeShift uint8) {
-		blockSize := 1024 << (sizeShift % 6) // 1 KiB to 32 KiB
-		calls := 0
-		next := uint64(first)
-		err := VerifyBlocks(bytes.NewReader(data), first, blockSize, func(blk uint32, _ error) {
-			if uint64(blk) != next {
-				t.Fatalf("block %d, want %d", blk, next)
-			}
-			next++
-			calls++
-		})
-		whole := len(data) / blockSize
-		switch {
-		case uint64(first)+uint64(whole) > 0xFFFFFFFF:
-			if err == nil {
-				t.Fatal("ran past MaxBlockNumber")
-			}
-		case calls != whole:
-			t.Fatalf("%d calls for %d blocks", calls, whole)
-		case len(data)%blockSize != 0 && !errors.Is(err, ErrPartialBlock):
-			t.Fatalf("partial block: %v", err)
-		case len(data)%blockSize == 0 && err != nil:
-			t.Fatal(err)
 		}
 	})
 }

@@ -23,7 +23,10 @@ const (
 )
 
 // Range returns the supported range as people read it: "12 to 18".
-func Range() string { return strconv.Itoa(MinMajor) + " to " + strconv.Itoa(MaxMajor) }
+func Range() string {
+	ms := Majors()
+	return strconv.Itoa(ms[0]) + " to " + strconv.Itoa(ms[len(ms)-1])
+}
 
 // ErrUnsupported is wrapped by every error about a PostgreSQL version
 // outside MinMajor..MaxMajor. errors.As with *UnsupportedError gets the

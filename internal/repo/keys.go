@@ -162,12 +162,6 @@ func walObject(oi storage.ObjectInfo) WALObject {
 	return o
 }
 
-// Stat returns the size and time of the object under key, or an error
-// wrapping storage.ErrNotFound.
-func (r *Repo) Stat(ctx context.Context, key Key) (storage.ObjectInfo, error) {
-	return r.st.Stat(ctx, key.s)
-}
-
 // Exists reports whether the object under key is there.
 func (r *Repo) Exists(ctx context.Context, key Key) (bool, error) {
 	_, err := r.st.Stat(ctx, key.s)

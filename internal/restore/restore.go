@@ -18,6 +18,7 @@ import (
 
 	"github.com/pgkeep/pgkeep/internal/catalog"
 	"github.com/pgkeep/pgkeep/internal/envelope"
+	"github.com/pgkeep/pgkeep/internal/pgcontrol"
 	"github.com/pgkeep/pgkeep/internal/pgversion"
 	"github.com/pgkeep/pgkeep/internal/progress"
 	"github.com/pgkeep/pgkeep/internal/repo"
@@ -457,16 +458,16 @@ func writeRecovery(pgdata string, m *catalog.Manifest, opts Options, tsMap map[s
 		return err
 	}
 	if len(m.Tablespaces) > 0 {
-		var b strings.Builder
 		oids := make([]string, 0, len(tsMap))
 		for oid := range tsMap {
 			oids = append(oids, oid)
 		}
 		sort.Strings(oids)
+		entries := make([]pgcontrol.TablespaceMapEntry, 0, len(oids))
 		for _, oid := range oids {
-			fmt.Fprintf(&b, "%s %s\n", oid, escapeTablespacePath(tsMap[oid]))
+			entries = append(entries, pgcontrol.TablespaceMapEntry{OID: oid, Path: tsMap[oid]})
 		}
-		if err := write("tablespace_map", b.String()); err != nil {
+		if err := write("tablespace_map", string(pgcontrol.FormatTablespaceMap(entries))); err != nil {
 			return err
 		}
 	}
@@ -539,13 +540,6 @@ func recoveryConf(m *catalog.Manifest, opts Options) string {
 // quoteConf quotes a value for postgresql.conf.
 func quoteConf(v string) string {
 	return "'" + strings.ReplaceAll(v, "'", "''") + "'"
-}
-
-// escapeTablespacePath escapes a path for tablespace_map, which treats
-// backslash as an escape character (PostgreSQL 15+ reads "\\" and escaped
-// newlines; earlier versions read the rest of the line verbatim).
-func escapeTablespacePath(p string) string {
-	return strings.NewReplacer("\\", "\\\\", "\n", "\\\n", "\r", "\\\r").Replace(p)
 }
 
 // syncTree flushes every restored file and directory to disk: an fsync

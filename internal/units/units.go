@@ -37,6 +37,3 @@ func Duration(d time.Duration) string {
 	}
 	return d.Round(time.Second).String()
 }
-
-// Seconds formats a number of seconds as a rounded duration.
-func Seconds(s float64) string { return Duration(time.Duration(s * float64(time.Second))) }

@@ -93,27 +93,6 @@ func TimelineOfLSN(history []HistoryEntry, target TimeLineID, lsn LSN) TimeLineI
 	return target
 }
 
-// TimelineOfSegment returns the timeline whose copy of segment segNo
-// recovery to target reads first (XLogFileReadAnyTLI): the newest timeline
-// in target's history that had begun by the end of that segment. The
-// segment holding a switch point exists on both sides of the switch; the
-// child's copy holds the parent's WAL up to the switch point followed by
-// the child's own, so it is the one to use. (PostgreSQL falls back to older
-// timelines' copies when the preferred one is missing from the archive;
-// the parent's copy of the switch segment is normally archived as a
-// .partial file, which recovery never reads.)
-func TimelineOfSegment(history []HistoryEntry, target TimeLineID, segNo, segSize uint64) TimeLineID {
-	if n := len(history); n == 0 || SegmentOf(history[n-1].SwitchLSN, segSize) <= segNo {
-		return target
-	}
-	for i := len(history) - 1; i > 0; i-- {
-		if SegmentOf(history[i-1].SwitchLSN, segSize) <= segNo {
-			return history[i].TLI
-		}
-	}
-	return history[0].TLI
-}
-
 // TimelineSpan is the stretch of WAL one timeline contributes to a
 // timeline's history: the LSNs from Begin (inclusive) to End (exclusive).
 // The oldest timeline begins at 0; the target timeline has not ended and
@@ -121,27 +100,4 @@ func TimelineOfSegment(history []HistoryEntry, target TimeLineID, segNo, segSize
 type TimelineSpan struct {
 	TLI        TimeLineID
 	Begin, End LSN
-}
-
-// Contains reports whether lsn lies in the span.
-func (s TimelineSpan) Contains(lsn LSN) bool {
-	return lsn >= s.Begin && (s.End == InvalidLSN || lsn < s.End)
-}
-
-// TimelineSpans lists, oldest first, the timelines that make up target's
-// history and the LSN range each covers, from target's history entries (as
-// ParseHistory returns them; nil for a timeline without a history file,
-// such as timeline 1). It fails when an entry's timeline is not older than
-// target, as PostgreSQL does.
-func TimelineSpans(history []HistoryEntry, target TimeLineID) ([]TimelineSpan, error) {
-	spans := make([]TimelineSpan, 0, len(history)+1)
-	var begin LSN
-	for _, h := range history {
-		if h.TLI >= target {
-			return nil, fmt.Errorf("history of timeline %d lists timeline %d, which is not older", target, h.TLI)
-		}
-		spans = append(spans, TimelineSpan{TLI: h.TLI, Begin: begin, End: h.SwitchLSN})
-		begin = h.SwitchLSN
-	}
-	return append(spans, TimelineSpan{TLI: target, Begin: begin}), nil
 }

@@ -22,16 +22,12 @@ func TestParseRealHistory(t *testing.T) {
 	if len(h) != 1 || h[0] != want[0] {
 		t.Fatalf("got %+v, want %+v", h, want)
 	}
-	spans, err := TimelineSpans(h, 2)
-	if err != nil || len(spans) != 2 || spans[0] != (TimelineSpan{1, 0, 0x6003ED0}) || spans[1] != (TimelineSpan{2, 0x6003ED0, InvalidLSN}) {
-		t.Fatalf("TimelineSpans = %+v, %v", spans, err)
+	// The switch point is on the new timeline; what precedes it, the old.
+	if got := TimelineOfLSN(h, 2, 0x6003ED0); got != 2 {
+		t.Errorf("the switch point is on timeline %d, want 2", got)
 	}
-	// The switch segment is read from the new timeline.
-	if got := TimelineOfSegment(h, 2, 6, 16<<20); got != 2 {
-		t.Errorf("segment 6 is read from timeline %d, want 2", got)
-	}
-	if got := TimelineOfSegment(h, 2, 5, 16<<20); got != 1 {
-		t.Errorf("segment 5 is read from timeline %d, want 1", got)
+	if got := TimelineOfLSN(h, 2, 0x6003ECF); got != 1 {
+		t.Errorf("the byte before it is on timeline %d, want 1", got)
 	}
 }
 
@@ -101,53 +97,6 @@ func TestTimelineOfLSN(t *testing.T) {
 	if TimelineOfLSN(nil, 1, 0x9000000) != 1 {
 		t.Error("timeline 1 without history")
 	}
-	spans, err := TimelineSpans(h, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Spans agree with TimelineOfLSN everywhere.
-	for _, lsn := range []LSN{0, 0x3000000, 0x300005F, 0x3000060, 0x4FFFFFF, 0x5000000, ^LSN(0) - 1} {
-		n := 0
-		for _, s := range spans {
-			if s.Contains(lsn) {
-				n++
-				if s.TLI != TimelineOfLSN(h, 3, lsn) {
-					t.Errorf("%s: span says %d, TimelineOfLSN says %d", lsn, s.TLI, TimelineOfLSN(h, 3, lsn))
-				}
-			}
-		}
-		if n != 1 {
-			t.Errorf("%s is in %d spans", lsn, n)
-		}
-	}
-	if _, err := TimelineSpans(h, 2); err == nil {
-		t.Error("history listing timeline 2 accepted for target 2")
-	}
-	if s, err := TimelineSpans(nil, 1); err != nil || len(s) != 1 || s[0] != (TimelineSpan{1, 0, InvalidLSN}) {
-		t.Errorf("TimelineSpans(nil, 1) = %+v, %v", s, err)
-	}
-}
-
-func TestTimelineOfSegment(t *testing.T) {
-	const seg = 16 << 20
-	h := []HistoryEntry{{1, 0x3000060, ""}, {2, 0x5000000, ""}}
-	// Timeline 2 began inside segment 3; timeline 3 began exactly at the
-	// start of segment 5, so segment 4 is timeline 2's last.
-	for no, want := range map[uint64]TimeLineID{0: 1, 2: 1, 3: 2, 4: 2, 5: 3, 100: 3} {
-		if got := TimelineOfSegment(h, 3, no, seg); got != want {
-			t.Errorf("segment %d: timeline %d, want %d", no, got, want)
-		}
-	}
-	// Two switches inside one segment: the newest timeline's copy.
-	h2 := []HistoryEntry{{1, 0x3000060, ""}, {2, 0x3000100, ""}}
-	for no, want := range map[uint64]TimeLineID{2: 1, 3: 3, 4: 3} {
-		if got := TimelineOfSegment(h2, 3, no, seg); got != want {
-			t.Errorf("two switches, segment %d: timeline %d, want %d", no, got, want)
-		}
-	}
-	if TimelineOfSegment(nil, 1, 7, seg) != 1 {
-		t.Error("no history")
-	}
 }
 
 func FuzzParseHistory(f *testing.F) {
@@ -192,10 +141,6 @@ func FuzzParseHistory(f *testing.F) {
 			target := h[len(h)-1].TLI + 1
 			if target == 0 {
 				return
-			}
-			spans, err := TimelineSpans(h, target)
-			if err != nil || len(spans) != len(h)+1 {
-				t.Fatalf("TimelineSpans: %+v, %v", spans, err)
 			}
 			for _, e := range h {
 				if got := TimelineOfLSN(h, target, e.SwitchLSN); got <= e.TLI {

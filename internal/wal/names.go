@@ -52,9 +52,6 @@ type Segment struct {
 	No  uint64
 }
 
-// Name returns the segment's file name for segment size segSize.
-func (s Segment) Name(segSize uint64) string { return SegmentName(s.TLI, s.No, segSize) }
-
 // SegmentName returns the 24-hex-digit file name of segment segNo on
 // timeline tli (XLogFileName): timeline, then segNo / (4 GiB / segSize),
 // then segNo % (4 GiB / segSize), each as eight upper-case hex digits.
@@ -63,21 +60,6 @@ func SegmentName(tli TimeLineID, segNo, segSize uint64) string {
 	mustValidSegSize(segSize)
 	per := segmentsPerXLogID(segSize)
 	return fmt.Sprintf("%08X%08X%08X", uint32(tli), uint32(segNo/per), uint32(segNo%per))
-}
-
-// PartialName returns the name PostgreSQL gives the last, incomplete
-// segment of a timeline it has left (at promotion): the segment name with
-// ".partial" appended. It panics if segSize is not valid.
-func PartialName(tli TimeLineID, segNo, segSize uint64) string {
-	return SegmentName(tli, segNo, segSize) + ".partial"
-}
-
-// BackupHistoryName returns the name of the backup history file of a
-// backup that started at start on timeline tli (BackupHistoryFileName): the
-// name of the segment holding start, a dot, start's offset in that segment
-// as eight hex digits, and ".backup". It panics if segSize is not valid.
-func BackupHistoryName(tli TimeLineID, start LSN, segSize uint64) string {
-	return fmt.Sprintf("%s.%08X.backup", SegmentName(tli, SegmentOf(start, segSize), segSize), uint64(start)%segSize)
 }
 
 // ParseSegmentName parses a 24-hex-digit segment name for the given segment
@@ -103,24 +85,6 @@ func ParseSegmentName(name string, segSize uint64) (Segment, error) {
 		return Segment{}, fmt.Errorf("%q is not a WAL segment name for %d-byte segments: its low part must be below %X", name, segSize, per)
 	}
 	return Segment{TLI: TimeLineID(tli), No: log*per + seg}, nil
-}
-
-// ParseBackupHistoryName parses a backup history file name such as
-// "000000010000000000000003.00000028.backup" and returns the backup's
-// starting segment and start LSN.
-func ParseBackupHistoryName(name string, segSize uint64) (Segment, LSN, error) {
-	if k, err := Classify(name); err != nil || k != KindBackupHistory {
-		return Segment{}, 0, fmt.Errorf("%q is not a backup history file name", name)
-	}
-	seg, err := ParseSegmentName(name[:24], segSize)
-	if err != nil {
-		return Segment{}, 0, fmt.Errorf("backup history file name %q: %w", name, err)
-	}
-	off, _ := strconv.ParseUint(name[25:33], 16, 32) // Classify checked the digits
-	if off >= segSize {
-		return Segment{}, 0, fmt.Errorf("backup history file name %q: offset %#x is beyond a %d-byte segment", name, off, segSize)
-	}
-	return seg, SegmentStartLSN(seg.No, segSize) + LSN(off), nil
 }
 
 // NextSegmentName returns the name of the segment that follows name on the
@@ -237,10 +201,6 @@ func TimelineOf(name string) TimeLineID {
 	v, _ := strconv.ParseUint(name[:8], 16, 32)
 	return TimeLineID(v)
 }
-
-// HistoryName returns the name of timeline tli's history file
-// (TLHistoryFileName), e.g. "0000000A.history".
-func HistoryName(tli TimeLineID) string { return fmt.Sprintf("%08X.history", uint32(tli)) }
 
 func isUpperHex(s string) bool {
 	for i := 0; i < len(s); i++ {

@@ -2,6 +2,7 @@ package wal
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -43,9 +44,6 @@ func TestSegmentNames(t *testing.T) {
 		seg, err := ParseSegmentName(c.name, c.segSize)
 		if err != nil || seg != (Segment{c.tli, c.no}) {
 			t.Errorf("ParseSegmentName(%s, %d) = %+v, %v", c.name, c.segSize, seg, err)
-		}
-		if seg.Name(c.segSize) != c.name {
-			t.Errorf("Segment.Name(%d) = %s, want %s", c.segSize, seg.Name(c.segSize), c.name)
 		}
 	}
 	bad := []struct {
@@ -173,31 +171,6 @@ func TestNextSegmentName(t *testing.T) {
 	}
 }
 
-func TestHistoryFileNames(t *testing.T) {
-	if got := BackupHistoryName(1, 0x3000028, 16*mib); got != "000000010000000000000003.00000028.backup" {
-		t.Errorf("BackupHistoryName = %s", got)
-	}
-	if got := BackupHistoryName(2, 0x1C0000028, 64*mib); got != "000000020000000100000030.00000028.backup" {
-		t.Errorf("BackupHistoryName 64 MiB = %s", got)
-	}
-	seg, start, err := ParseBackupHistoryName("000000010000000000000003.00000028.backup", 16*mib)
-	if err != nil || seg != (Segment{1, 3}) || start != 0x3000028 {
-		t.Errorf("ParseBackupHistoryName = %+v %s %v", seg, start, err)
-	}
-	if _, _, err := ParseBackupHistoryName("000000010000000000000003.01000000.backup", 16*mib); err == nil {
-		t.Error("offset beyond the segment accepted")
-	}
-	if _, _, err := ParseBackupHistoryName("000000010000000000000003", 16*mib); err == nil {
-		t.Error("segment name accepted as a backup history name")
-	}
-	if got := PartialName(1, 5, 16*mib); got != "000000010000000000000005.partial" {
-		t.Errorf("PartialName = %s", got)
-	}
-	if HistoryName(10) != "0000000A.history" || HistoryName(0xFFFFFFFF) != "FFFFFFFF.history" {
-		t.Error("HistoryName")
-	}
-}
-
 func TestLSN(t *testing.T) {
 	for s, want := range map[string]LSN{
 		"0/0": 0, "0/3000060": 0x3000060, "16/B374D848": 0x16B374D848,
@@ -307,8 +280,8 @@ func FuzzClassify(f *testing.F) {
 		}
 		switch k {
 		case KindTimelineHistory:
-			if HistoryName(tli) != name {
-				t.Fatalf("%q: HistoryName(%d) = %s", name, tli, HistoryName(tli))
+			if fmt.Sprintf("%08X.history", uint32(tli)) != name {
+				t.Fatalf("%q: timeline %d", name, tli)
 			}
 		case KindSegment, KindPartial, KindBackupHistory:
 			// With 1 MiB segments every low part up to 0xFFF is valid; the
@@ -316,11 +289,6 @@ func FuzzClassify(f *testing.F) {
 			seg, err := ParseSegmentName(name[:24], mib)
 			if err == nil && seg.TLI != tli {
 				t.Fatalf("%q: timeline %d vs %d", name, seg.TLI, tli)
-			}
-			if k == KindBackupHistory && err == nil {
-				if _, start, err := ParseBackupHistoryName(name, gib); err == nil && BackupHistoryName(tli, start, gib) != name {
-					t.Fatalf("%q does not round-trip through ParseBackupHistoryName", name)
-				}
 			}
 		default:
 			t.Fatalf("Classify(%q) = %v", name, k)

@@ -40,16 +40,6 @@ func MajorOfPageMagic(magic uint16) (int, bool) {
 	return 0, false
 }
 
-// PageMagicOf returns the XLOG_PAGE_MAGIC of a supported major.
-func PageMagicOf(major int) (uint16, bool) {
-	for _, m := range pageMagic {
-		if m.major == major {
-			return m.magic, true
-		}
-	}
-	return 0, false
-}
-
 // SegmentHeader is the long page header at the start of every WAL segment
 // (XLogLongPageHeaderData).
 type SegmentHeader struct {

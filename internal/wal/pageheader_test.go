@@ -48,8 +48,8 @@ func TestEveryMajorSegmentHeader(t *testing.T) {
 				h.PageAddr != LSN(seg.No*DefaultSegSize) || h.SegSize != DefaultSegSize || h.BlockSz != 8192 {
 				t.Errorf("PostgreSQL %d: %+v, want segment %s of %s", major, h, want.Segment, want.SystemID)
 			}
-			if m, ok := PageMagicOf(major); !ok || m != h.Magic {
-				t.Errorf("PageMagicOf(%d) = %#x, %v; the page has %#x", major, m, ok, h.Magic)
+			if m, ok := MajorOfPageMagic(h.Magic); !ok || m != major {
+				t.Errorf("MajorOfPageMagic(%#x) = %d, %v; the page is PostgreSQL %d's", h.Magic, m, ok, major)
 			}
 			seen[h.Magic] = major
 			// Another page of the segment has a short header: not a start.

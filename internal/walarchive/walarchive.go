@@ -76,7 +76,7 @@ func Push(ctx context.Context, r *repo.Repo, path string, opts PushOptions) (Pus
 	// fresh, else from the repository. A repository that does not exist
 	// yet is created from this file's facts, before anything is encoded
 	// (a repository it creates may encrypt).
-	have, err := cachedIdentity(ctx, r, opts.IdentityCache)
+	have, fromCache, err := cachedIdentity(ctx, r, opts.IdentityCache)
 	if errors.Is(err, repo.ErrNoRepository) {
 		head := make([]byte, headSize)
 		n, _ := f.ReadAt(head, 0)
@@ -91,6 +91,9 @@ func Push(ctx context.Context, r *repo.Repo, path string, opts PushOptions) (Pus
 		have, err = r.EnsureIdentity(ctx, repo.Identity{SystemIdentifier: info.sysID, PGMajor: info.major, WalSegSize: info.segSize})
 		if err != nil && errors.Is(err, repo.ErrForeignCluster) {
 			return PushResult{}, fmt.Errorf("refusing to archive %s (cluster identified by %s): %w", name, info.source, err)
+		}
+		if err == nil {
+			cacheIdentity(opts.IdentityCache, have)
 		}
 	}
 	if err != nil {
@@ -118,8 +121,21 @@ func Push(ctx context.Context, r *repo.Repo, path string, opts PushOptions) (Pus
 	if err != nil {
 		return PushResult{}, err
 	}
-	if err := have.Matches(repo.Identity{SystemIdentifier: info.sysID, PGMajor: info.major, WalSegSize: info.segSize}); err != nil {
-		return PushResult{}, fmt.Errorf("refusing to archive %s (cluster identified by %s): %w", name, info.source, err)
+	facts := repo.Identity{SystemIdentifier: info.sysID, PGMajor: info.major, WalSegSize: info.segSize}
+	if err := have.Matches(facts); err != nil {
+		// A cached record never decides a refusal: the repository's own
+		// record does (it may have been repaired since).
+		if fromCache {
+			forgetIdentity(opts.IdentityCache)
+			if have, err = r.Identity(ctx); err != nil {
+				return PushResult{}, fmt.Errorf("checking repository %s: %w", r.Location(), err)
+			}
+			err = have.Matches(facts)
+		}
+		if err != nil {
+			return PushResult{}, fmt.Errorf("refusing to archive %s (cluster identified by %s): %w", name, info.source, err)
+		}
+		cacheIdentity(opts.IdentityCache, have)
 	}
 	key := repo.WAL(name)
 	if kind == wal.KindSegment || kind == wal.KindPartial {
