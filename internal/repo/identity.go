@@ -355,5 +355,3 @@ func (r *Repo) configure(ctx context.Context, id *Identity) error {
 	r.mu.Unlock()
 	return nil
 }
-
-

@@ -183,7 +183,7 @@ func (e *Env) Backup(t testing.TB, id string, files map[string][]byte, startSeg,
 			}
 			n := min(len(data)-off, objectSize-content.Len())
 			f.Pieces = append(f.Pieces, catalog.Piece{Object: seq, Offset: int64(content.Len()), FileOffset: int64(off), Size: int64(n),
-				XXH64: sumOf(data[off:off+n]).String()})
+				XXH64: sumOf(data[off : off+n]).String()})
 			content.Write(data[off : off+n])
 			off += n
 		}

@@ -44,7 +44,7 @@ func TestRunFindsDamage(t *testing.T) {
 		kinds[p.Object] = p.Kind
 	}
 	for key, kind := range map[string]string{
-		repo.Data(m.ID, 1).String(): "corrupt",
+		repo.Data(m.ID, 1).String():                                "corrupt",
 		repo.WAL(wal.SegmentName(1, 4, repotest.SegSize)).String(): "corrupt",
 		repo.WAL(wal.SegmentName(1, 6, repotest.SegSize)).String(): "gap",
 		"wal/00000001/not-a-wal-file":                              "foreign",

@@ -28,7 +28,9 @@ func testRepo(t *testing.T) *repo.Repo {
 }
 
 // opened returns an open function for Fetch that gives r.
-func opened(r *repo.Repo) func() (*repo.Repo, error) { return func() (*repo.Repo, error) { return r, nil } }
+func opened(r *repo.Repo) func() (*repo.Repo, error) {
+	return func() (*repo.Repo, error) { return r, nil }
+}
 
 func TestPrefetchFeedsFetch(t *testing.T) {
 	ctx := context.Background()

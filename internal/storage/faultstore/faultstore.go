@@ -100,7 +100,7 @@ func LostAnswer(n int, m Match, err error) Injector {
 // afterFunc is an Injector consulted after the call succeeded.
 type afterFunc func(op Op, key string) error
 
-func (afterFunc) Inject(Op, string) error              { return nil }
+func (afterFunc) Inject(Op, string) error               { return nil }
 func (f afterFunc) injectAfter(op Op, key string) error { return f(op, key) }
 
 type afterInjector interface{ injectAfter(op Op, key string) error }
