@@ -93,6 +93,11 @@ func encodeOpen(f *os.File, comp envelope.Compression, ci envelope.Cipher) (*enc
 	}
 	out := outPool.Get().(*bytes.Buffer)
 	out.Reset()
+	// Room for the whole envelope at once: growing a buffer by doubling
+	// copies and clears it again and again, which for one segment in a
+	// fresh process cost as much as compressing it. Compressed WAL is
+	// rarely larger than the file; incompressible content is a little.
+	out.Grow(int(before.Size()) + int(before.Size())>>7 + envelope.Overhead + 4096)
 	enc := &encodedFile{buf: out}
 	ok := false
 	defer func() {
