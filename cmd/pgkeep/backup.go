@@ -9,13 +9,16 @@ import (
 
 	"github.com/pgkeep/pgkeep/internal/backup"
 	"github.com/pgkeep/pgkeep/internal/catalog"
+	"github.com/pgkeep/pgkeep/internal/units"
 )
 
 func (a *app) newBackupCmd() *cobra.Command {
 	var (
-		pgdata, label string
-		walTimeout    time.Duration
-		asJSON, quiet bool
+		pgdata, label  string
+		walTimeout     time.Duration
+		asJSON, quiet  bool
+		typ, fullEvery string
+		maxChain       int
 	)
 	cmd := &cobra.Command{
 		Use:   "backup",
@@ -30,11 +33,25 @@ backup's start to its stop is archived and verified in the repository. Only
 then does it write the completion record: a backup that was interrupted or
 whose WAL never arrived is never listed as restorable.
 
+Incremental backups: by default (--type auto) a backup builds on the newest
+complete one while that chain holds fewer than --max-chain incremental
+backups and its full backup is younger than --full-every; otherwise it is a
+full backup. An incremental backup reads and stores only the 128 KiB chunks
+of relation files in which the WAL since its parent's start changed a block
+(wal-push records which in a summary beside each segment), plus the other
+files whole; it refers to every unchanged chunk in the backups before it.
+Restoring it restores the whole data directory, as from a full backup;
+expire keeps every backup a kept one refers to. Where WAL summaries are
+missing (WAL archived by an older pgkeep), the relation files are read and
+compared with the parent's chunk checksums instead, and the backup says so.
+
 The server must archive its WAL into the same repository
 (archive_command = 'pgkeep wal-push %p'). Run it on the database host, as a
 user that can read the data directory (usually postgres).`,
 		Example: `  PGHOST=/var/run/postgresql pgkeep backup --repo s3://bucket/prod
-  pgkeep backup --pgdata /var/lib/postgresql/15/main --workers 4`,
+  pgkeep backup --pgdata /var/lib/postgresql/15/main --workers 4
+  pgkeep backup --type full                    # start a new chain
+  pgkeep backup --max-chain 13 --full-every 14d`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			r, cfg, err := a.openRepo(cmd)
@@ -44,12 +61,30 @@ user that can read the data directory (usually postgres).`,
 			if pgdata == "" {
 				pgdata = a.env("PGDATA")
 			}
+			switch typ {
+			case backup.TypeFull, backup.TypeIncremental, backup.TypeAuto:
+			default:
+				return &usageError{fmt.Errorf("--type %q: use full, incremental or auto", typ)}
+			}
+			every, err := parseDays(fullEvery)
+			if err != nil {
+				return &usageError{fmt.Errorf("--full-every: %w", err)}
+			}
+			if maxChain < 0 {
+				return &usageError{fmt.Errorf("--max-chain %d: use 0 (always full) or more", maxChain)}
+			}
+			if maxChain == 0 {
+				maxChain = -1 // Options: negative is none, 0 the default
+			}
 			res, err := backup.Run(cmd.Context(), r, backup.Options{
 				PGData:     pgdata,
 				Workers:    cfg.Workers,
 				Label:      label,
 				WALTimeout: walTimeout,
 				Progress:   a.progress(quiet || asJSON),
+				Type:       typ,
+				MaxChain:   maxChain,
+				FullEvery:  every,
 			})
 			if err != nil {
 				return err
@@ -63,7 +98,11 @@ user that can read the data directory (usually postgres).`,
 					return err
 				}
 			} else if !quiet {
-				fmt.Fprintf(a.stdout, "backup %s complete\n", res.Manifest.ID)
+				if m := res.Manifest; m.Incremental() {
+					fmt.Fprintf(a.stdout, "backup %s complete (incremental on %s, chain %d: %s stored of %s)\n", m.ID, m.Parent, m.Chain, units.Bytes(m.Stored), units.Bytes(m.Size))
+				} else {
+					fmt.Fprintf(a.stdout, "backup %s complete (full)\n", m.ID)
+				}
 			}
 			if n := len(res.ChecksumFailures); n > 0 {
 				return fmt.Errorf("backup %s is complete, but %d pages failed their checksum (%s): the cluster has corrupt pages", res.Manifest.ID, n, firstFew(res.ChecksumFailures, 5))
@@ -77,6 +116,9 @@ user that can read the data directory (usually postgres).`,
 	f.DurationVar(&walTimeout, "wal-timeout", 5*time.Minute, "how long to wait for the backup's WAL to be archived")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	f.BoolVarP(&quiet, "quiet", "q", false, "print nothing but errors")
+	f.StringVar(&typ, "type", backup.TypeAuto, "full, incremental (on the newest backup) or auto")
+	f.IntVar(&maxChain, "max-chain", backup.DefaultMaxChain, "with --type auto, at most this many incremental backups on a full one (0: always full)")
+	f.StringVar(&fullEvery, "full-every", "7d", "with --type auto, take a full backup once the newest full one is this old")
 	return cmd
 }
 
@@ -95,17 +137,28 @@ type backupSummary struct {
 	PGVersion   int       `json:"pg_version_num"`
 	Compression string    `json:"compression"`
 	Label       string    `json:"label"`
+	// Type is full or incremental; an incremental backup's Parent is the
+	// backup it builds on, and Chain how many incremental backups lead
+	// back to its full one.
+	Type   string `json:"type"`
+	Parent string `json:"parent,omitempty"`
+	Chain  int    `json:"chain"`
 	// Sealed: the label and file list are encrypted and no identity was
 	// given (an encrypted repository read by a writer).
 	Sealed bool `json:"contents_sealed,omitempty"`
 }
 
 func summarize(m *catalog.Manifest) backupSummary {
-	return backupSummary{
+	b := backupSummary{
 		ID: m.ID, StartTime: m.StartTime, StopTime: m.StopTime, StartLSN: m.StartLSN, StopLSN: m.StopLSN,
 		Timeline: m.Timeline, Size: m.Size, Stored: m.Stored, Files: m.FileCount,
 		DurationSec: m.Duration().Seconds(), PGVersion: m.PGVersionNum, Compression: m.Compression, Label: m.Label, Sealed: m.Sealed,
+		Type: m.Type, Parent: m.Parent, Chain: m.Chain,
 	}
+	if b.Type == "" {
+		b.Type = backup.TypeFull
+	}
+	return b
 }
 
 // firstFew joins up to n items, saying how many more there are.

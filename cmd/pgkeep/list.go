@@ -18,8 +18,10 @@ func (a *app) newListCmd() *cobra.Command {
 		Use:   "list",
 		Short: "List the backups and the WAL the repository holds",
 		Long: `List the complete backups, oldest first, with their start and stop times and
-LSNs, timeline, size in the cluster and stored, duration and PostgreSQL
-version; then the WAL archived on each timeline, with any gaps; then
+LSNs, type (full or incremental), parent and chain length (how many
+incremental backups lead back to the full one), timeline, size in the
+cluster and stored (an incremental backup's own objects only), duration and
+PostgreSQL version; then the WAL archived on each timeline, with any gaps; then
 incomplete backups (in progress, or interrupted: garbage that expire removes).`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -58,9 +60,13 @@ incomplete backups (in progress, or interrupted: garbage that expire removes).`,
 			if len(backups) == 0 {
 				fmt.Fprintln(w, "no complete backups")
 			} else {
-				fmt.Fprintln(w, "BACKUP\tSTARTED\tSTOPPED\tSTART LSN\tSTOP LSN\tTL\tSIZE\tSTORED\tDURATION\tPG")
+				fmt.Fprintln(w, "BACKUP\tTYPE\tPARENT\tCHAIN\tSTARTED\tSTOPPED\tSTART LSN\tSTOP LSN\tTL\tSIZE\tSTORED\tDURATION\tPG")
 				for _, b := range backups {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%d\n", b.ID, b.StartTime.Format(time.DateTime), b.StopTime.Format(time.DateTime),
+					parent := b.Parent
+					if parent == "" {
+						parent = "-"
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%d\n", b.ID, b.Type, parent, b.Chain, b.StartTime.Format(time.DateTime), b.StopTime.Format(time.DateTime),
 						b.StartLSN, b.StopLSN, b.Timeline, units.Bytes(b.Size), units.Bytes(b.Stored),
 						units.Duration(time.Duration(b.DurationSec*float64(time.Second))), b.PGVersion)
 				}

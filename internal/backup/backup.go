@@ -51,6 +51,16 @@ type Options struct {
 	Progress progress.Reporter
 	// Now returns the current time (tests); nil means time.Now.
 	Now func() time.Time
+	// Type is TypeFull, TypeIncremental or TypeAuto ("" means auto). An
+	// incremental backup asked for where none can be taken (no earlier
+	// backup, another timeline) is a full one, with the reason logged.
+	Type string
+	// MaxChain bounds how many incremental backups an auto backup stacks
+	// on a full one (default DefaultMaxChain; negative: none).
+	MaxChain int
+	// FullEvery is the age of the newest full backup from which an auto
+	// backup is a full one (default DefaultFullEvery).
+	FullEvery time.Duration
 }
 
 const (
@@ -85,6 +95,21 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	}
 	if opts.ObjectSize <= 0 {
 		opts.ObjectSize = defaultObjectSize
+	}
+	// Pieces of relation files start at chunk boundaries.
+	opts.ObjectSize = (opts.ObjectSize + catalog.ChunkSize - 1) / catalog.ChunkSize * catalog.ChunkSize
+	switch opts.Type {
+	case "":
+		opts.Type = TypeAuto
+	case TypeAuto, TypeFull, TypeIncremental:
+	default:
+		return nil, fmt.Errorf("unknown backup type %q: use full, incremental or auto", opts.Type)
+	}
+	if opts.MaxChain == 0 {
+		opts.MaxChain = DefaultMaxChain
+	}
+	if opts.FullEvery <= 0 {
+		opts.FullEvery = DefaultFullEvery
 	}
 	if opts.WALTimeout <= 0 {
 		opts.WALTimeout = 5 * time.Minute
@@ -134,6 +159,29 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 		return nil, fmt.Errorf("checking repository %s: %w", r.Location(), err)
 	}
 
+	var parent *catalog.Manifest
+	if opts.Type != TypeFull {
+		cat, err := catalog.Load(ctx, r)
+		if err != nil {
+			return nil, fmt.Errorf("reading the repository's backups: %w", err)
+		}
+		var why string
+		if parent, why = chooseParent(cat.Backups, opts.Type, opts.MaxChain, opts.FullEvery, srv.timeline, now()); parent == nil {
+			rep.Logf("taking a full backup: %s", why)
+			if opts.Type == TypeIncremental {
+				warnings = append(warnings, "an incremental backup was asked for, but "+why+": this one is a full backup")
+			}
+		}
+	}
+	var geo geometry
+	if parent != nil {
+		ctl, err := pgcontrol.ReadFile(pgdata)
+		if err != nil {
+			return nil, fmt.Errorf("reading pg_control for the page layout: %w", err)
+		}
+		geo = geometry{blockSize: int64(ctl.BlockSize), relSegBlocks: ctl.RelSegSize}
+	}
+
 	startTime := now().UTC()
 	id := catalog.NewID(startTime)
 	// Ids are seconds apart; wait out a collision with a backup that
@@ -168,20 +216,36 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	}()
 	host, _ := os.Hostname()
 	started := catalog.Started{ID: id, StartTime: startTime, StartLSN: startLSN.String(), Timeline: srv.timeline}
+	if parent != nil {
+		started.Parent = parent.ID
+	}
 	if err := catalog.WriteStarted(ctx, r, started); err != nil {
 		return nil, fmt.Errorf("recording backup start: %w", err)
 	}
-	rep.Logf("backup %s: started at LSN %s", id, startLSN)
+	if parent != nil {
+		rep.Logf("backup %s: started at LSN %s, incremental on %s (chain %d)", id, startLSN, parent.ID, parent.Chain+1)
+	} else {
+		rep.Logf("backup %s: started at LSN %s", id, startLSN)
+	}
 
 	tr, err := walkPGData(pgdata)
 	if err != nil {
 		return nil, err
 	}
 	sortLargestFirst(tr.files)
-	jobs := pack(tr.files, opts.ObjectSize)
+	spans := wholeFiles(tr.files)
+	var inc *incPlan
+	if parent != nil {
+		if inc, err = planChanges(ctx, r, pgdata, srv, parent, startLSN, tr.files, geo, opts.Workers, rep); err != nil {
+			return nil, err
+		}
+		spans = inc.spans
+	}
+	sortSpans(spans)
+	jobs := pack(spans, opts.ObjectSize)
 	var total int64
-	for _, f := range tr.files {
-		total += f.size
+	for _, sp := range spans {
+		total += sp.size
 	}
 
 	rep.Begin("backup "+id, total)
@@ -217,7 +281,29 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 		return nil, fmt.Errorf("backup %s is not restorable: %w", id, err)
 	}
 
-	m := c.manifest(results, tr)
+	m := c.manifest(results, tr, inc)
+	if parent != nil {
+		if bl.StartTimeline != wal.TimeLineID(parent.Timeline) {
+			return nil, fmt.Errorf("the server changed timeline during the backup (from %d to %d): run it again (it will be a full backup)", parent.Timeline, bl.StartTimeline)
+		}
+		referred, err := referredObjects(parent, inc.objs)
+		if err != nil {
+			return nil, err
+		}
+		m.Objects = append(m.Objects, referred...)
+		m.Type, m.Parent, m.Chain = TypeIncremental, parent.ID, parent.Chain+1
+		// expire keeps what a backup in progress builds on, but one that
+		// planned from an older listing may have removed it meanwhile.
+		for _, b := range chainOf(referred, parent.ID) {
+			if ok, err := r.Exists(ctx, repo.Manifest(b)); err != nil {
+				return nil, fmt.Errorf("checking backup %s, which this one builds on: %w", b, err)
+			} else if !ok {
+				return nil, fmt.Errorf("backup %s, which this one builds on, was removed while it ran (by pgkeep expire?): run the backup again", b)
+			}
+		}
+	} else {
+		m.Type = TypeFull
+	}
 	m.Format = catalog.ManifestFormat
 	m.ID = id
 	m.SystemIdentifier = strconv.FormatUint(srv.systemID, 10)
@@ -243,8 +329,12 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	if err := catalog.WriteManifest(ctx, r, m); err != nil {
 		return nil, fmt.Errorf("writing the completion record of backup %s: %w", id, err)
 	}
-	rep.Logf("backup %s: complete: %s in %d files, %s stored, %s", id,
-		units.Bytes(m.Size), len(m.Files), units.Bytes(m.Stored), units.Duration(m.Duration()))
+	kind := "full"
+	if m.Incremental() {
+		kind = "incremental on " + m.Parent
+	}
+	rep.Logf("backup %s: complete (%s): %s in %d files, %s read, %s stored, %s", id, kind,
+		units.Bytes(m.Size), len(m.Files), units.Bytes(total), units.Bytes(m.Stored), units.Duration(m.Duration()))
 	return &Result{Manifest: m, ChecksumFailures: c.failures, Warnings: warnings}, nil
 }
 
@@ -330,6 +420,7 @@ type pieceResult struct {
 	fileOf int64 // in the file
 	size   int64
 	sum    envelope.Sum
+	chunks []byte // for relation files
 }
 
 type objectResult struct {
@@ -429,12 +520,20 @@ func (c *copier) piece(p pieceJob, w io.Writer, rbuf []byte) (pieceResult, error
 	h := envelope.NewHasher()
 	pos := p.offset
 	end := p.offset + p.size
+	if f.isRel && (pos%catalog.ChunkSize != 0 || len(rbuf)%catalog.ChunkSize != 0) {
+		return pr, fmt.Errorf("internal error: piece of %s at %d is not chunk-aligned", f.rel, pos)
+	}
 	for pos < end {
 		n, rerr := fh.ReadAt(rbuf[:min(int64(len(rbuf)), end-pos)], pos)
 		if n > 0 {
 			chunk := rbuf[:n]
 			if f.isRel && c.checksums {
 				c.verifyPages(fh, f, pos, chunk)
+			}
+			if f.isRel {
+				// Reads are whole chunks from a chunk boundary, but at
+				// the end of the file.
+				pr.chunks = catalog.AppendChunkSums(pr.chunks, chunk)
 			}
 			h.Write(chunk)
 			if _, err := w.Write(chunk); err != nil {
@@ -482,8 +581,9 @@ func (c *copier) verifyPages(fh *os.File, f srcFile, pos int64, chunk []byte) {
 	}
 }
 
-// manifest assembles the file list from what was actually read.
-func (c *copier) manifest(results []objectResult, tr *tree) *catalog.Manifest {
+// manifest assembles the file list from what was actually read and, for
+// an incremental backup (inc not nil), what it refers to.
+func (c *copier) manifest(results []objectResult, tr *tree, inc *incPlan) *catalog.Manifest {
 	m := &catalog.Manifest{Contents: catalog.Contents{Dirs: tr.dirs, Tablespaces: tr.tablespaces}}
 	pieces := map[int][]catalog.Piece{}
 	for _, res := range results {
@@ -494,8 +594,13 @@ func (c *copier) manifest(results []objectResult, tr *tree) *catalog.Manifest {
 				continue
 			}
 			pieces[p.file] = append(pieces[p.file], catalog.Piece{
-				Object: res.obj.Seq, Offset: p.offset, FileOffset: p.fileOf, Size: p.size, XXH64: p.sum.String(),
+				Object: res.obj.Seq, Offset: p.offset, FileOffset: p.fileOf, Size: p.size, XXH64: p.sum.String(), Chunks: p.chunks,
 			})
+		}
+	}
+	if inc != nil {
+		for i, refs := range inc.refs {
+			pieces[i] = append(pieces[i], refs...)
 		}
 	}
 	for i, f := range c.files {

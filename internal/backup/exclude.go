@@ -3,7 +3,10 @@ package backup
 import (
 	"path"
 	"regexp"
+	"strconv"
 	"strings"
+
+	"github.com/pgkeep/pgkeep/internal/walsum"
 )
 
 // The contents of these directories (relative to the data directory) are
@@ -94,24 +97,61 @@ func isRelationDir(dir string) bool {
 	return false
 }
 
-// relationSegment returns the segment number of a relation file and whether
-// rel is one (so its pages can be checksum-verified).
-func relationSegment(rel string) (seg uint32, ok bool) {
-	if !isRelationDir(path.Dir(rel)) {
-		return 0, false
+// Tablespace OIDs of the data directory's own tablespaces.
+const (
+	defaultTablespace = 1663 // base/
+	globalTablespace  = 1664 // global/
+)
+
+// relationOf names the relation fork a relation file belongs to and its
+// segment number, and reports whether rel is a relation file (whose pages
+// carry checksums, and whose changes WAL summaries record): global/REL,
+// base/DB/REL and pg_tblspc/SPC/PG_*/DB/REL, with an optional _fsm, _vm
+// or _init and an optional .SEGNO.
+func relationOf(rel string) (f walsum.RelFork, seg uint32, ok bool) {
+	dir := path.Dir(rel)
+	if !isRelationDir(dir) {
+		return f, 0, false
 	}
 	m := relationFile.FindStringSubmatch(path.Base(rel))
 	if m == nil {
-		return 0, false
+		return f, 0, false
+	}
+	num := func(s string) (uint32, bool) {
+		v, err := strconv.ParseUint(s, 10, 32)
+		return uint32(v), err == nil
+	}
+	var good bool
+	if f.RelNumber, good = num(m[1]); !good {
+		return f, 0, false
+	}
+	switch m[2] {
+	case "_fsm":
+		f.Fork = walsum.FSMFork
+	case "_vm":
+		f.Fork = walsum.VMFork
+	case "_init":
+		f.Fork = walsum.InitFork
 	}
 	if m[4] != "" {
-		var n uint32
-		for _, c := range m[4] {
-			n = n*10 + uint32(c-'0')
+		if seg, good = num(m[4]); !good {
+			return f, 0, false
 		}
-		return n, true
 	}
-	return 0, true
+	parts := strings.Split(dir, "/")
+	switch parts[0] {
+	case "global":
+		f.SpcOID = globalTablespace
+	case "base":
+		f.SpcOID = defaultTablespace
+		f.DBOID, good = num(parts[1])
+	default: // pg_tblspc/SPC/PG_*/DB
+		f.SpcOID, good = num(parts[1])
+		if good {
+			f.DBOID, good = num(parts[3])
+		}
+	}
+	return f, seg, good
 }
 
 // unloggedSkip reports, for the files of one database directory, which

@@ -1,5 +1,7 @@
 package backup
 
+import "sort"
+
 // pieceJob is a byte range of one file assigned to a data object.
 type pieceJob struct {
 	file   int   // index into the file list
@@ -14,13 +16,15 @@ type objectJob struct {
 	size   int64 // planned content size
 }
 
-// pack assigns files (sorted largest first) to data objects of at most
-// objectSize content bytes. A file larger than an object is split at
-// multiples of objectSize (which is a multiple of the page size, so pieces
-// hold whole pages); smaller files are bundled, so a data directory with
-// thousands of small files yields few objects. Empty files get no piece.
-// pack is pure: the same input always gives the same plan.
-func pack(files []srcFile, objectSize int64) []objectJob {
+// pack assigns spans (whole files, or the changed runs of relation files
+// an incremental backup copies; sorted largest first) to data objects of
+// at most objectSize content bytes. A span larger than an object is split
+// at multiples of objectSize from its start (spans start at chunk
+// boundaries and objectSize is a multiple of the chunk size, so pieces
+// hold whole chunks and pages); smaller spans are bundled, so a data
+// directory with thousands of small files yields few objects. Empty spans
+// get no piece. pack is pure: the same input always gives the same plan.
+func pack(spans []pieceJob, objectSize int64) []objectJob {
 	var jobs []objectJob
 	var cur *objectJob
 	flush := func() {
@@ -37,18 +41,41 @@ func pack(files []srcFile, objectSize int64) []objectJob {
 		cur.pieces = append(cur.pieces, p)
 		cur.size += p.size
 	}
-	for i, f := range files {
-		if f.size == 0 {
+	for _, sp := range spans {
+		if sp.size == 0 {
 			continue
 		}
-		off := int64(0)
-		for f.size-off > objectSize {
+		off, end := sp.offset, sp.offset+sp.size
+		for end-off > objectSize {
 			flush()
-			jobs = append(jobs, objectJob{seq: len(jobs), pieces: []pieceJob{{file: i, offset: off, size: objectSize}}, size: objectSize})
+			jobs = append(jobs, objectJob{seq: len(jobs), pieces: []pieceJob{{file: sp.file, offset: off, size: objectSize}}, size: objectSize})
 			off += objectSize
 		}
-		add(pieceJob{file: i, offset: off, size: f.size - off})
+		add(pieceJob{file: sp.file, offset: off, size: end - off})
 	}
 	flush()
 	return jobs
+}
+
+// wholeFiles returns one span per file.
+func wholeFiles(files []srcFile) []pieceJob {
+	spans := make([]pieceJob, len(files))
+	for i, f := range files {
+		spans[i] = pieceJob{file: i, size: f.size}
+	}
+	return spans
+}
+
+// sortSpans orders spans largest first, then by file and offset.
+func sortSpans(spans []pieceJob) {
+	sort.Slice(spans, func(i, j int) bool {
+		a, b := spans[i], spans[j]
+		if a.size != b.size {
+			return a.size > b.size
+		}
+		if a.file != b.file {
+			return a.file < b.file
+		}
+		return a.offset < b.offset
+	})
 }

@@ -3,6 +3,8 @@ package backup
 import (
 	"fmt"
 	"testing"
+
+	"github.com/pgkeep/pgkeep/internal/walsum"
 )
 
 func TestClassify(t *testing.T) {
@@ -46,28 +48,35 @@ func TestClassify(t *testing.T) {
 	}
 }
 
-func TestRelationSegment(t *testing.T) {
+func rf(spc, db, rel uint32, fork uint8) walsum.RelFork {
+	return walsum.RelFork{SpcOID: spc, DBOID: db, RelNumber: rel, Fork: fork}
+}
+
+func TestRelationOf(t *testing.T) {
 	cases := []struct {
-		rel string
-		seg uint32
-		ok  bool
+		rel  string
+		fork walsum.RelFork
+		seg  uint32
+		ok   bool
 	}{
-		{"base/5/16384", 0, true},
-		{"base/5/16384.3", 3, true},
-		{"base/5/16384_fsm", 0, true},
-		{"base/5/16384_vm.1", 1, true},
-		{"global/1262", 0, true},
-		{"global/pg_control", 0, false},
-		{"base/5/PG_VERSION", 0, false},
-		{"base/5/pg_filenode.map", 0, false},
-		{"pg_tblspc/16400/PG_15_202209061/5/16385.2", 2, true},
-		{"pg_xact/0000", 0, false},
-		{"base/5/sub/16384", 0, false},
+		{"base/5/16384", rf(1663, 5, 16384, walsum.MainFork), 0, true},
+		{"base/5/16384.3", rf(1663, 5, 16384, walsum.MainFork), 3, true},
+		{"base/5/16384_fsm", rf(1663, 5, 16384, walsum.FSMFork), 0, true},
+		{"base/5/16384_vm.1", rf(1663, 5, 16384, walsum.VMFork), 1, true},
+		{"base/5/16384_init", rf(1663, 5, 16384, walsum.InitFork), 0, true},
+		{"global/1262", rf(1664, 0, 1262, walsum.MainFork), 0, true},
+		{"global/pg_control", walsum.RelFork{}, 0, false},
+		{"base/5/PG_VERSION", walsum.RelFork{}, 0, false},
+		{"base/5/pg_filenode.map", walsum.RelFork{}, 0, false},
+		{"pg_tblspc/16400/PG_15_202209061/5/16385.2", rf(16400, 5, 16385, walsum.MainFork), 2, true},
+		{"pg_xact/0000", walsum.RelFork{}, 0, false},
+		{"base/5/sub/16384", walsum.RelFork{}, 0, false},
+		{"base/5/99999999999", walsum.RelFork{}, 0, false},
 	}
 	for _, c := range cases {
-		seg, ok := relationSegment(c.rel)
-		if seg != c.seg || ok != c.ok {
-			t.Errorf("relationSegment(%q) = %d, %v; want %d, %v", c.rel, seg, ok, c.seg, c.ok)
+		fork, seg, ok := relationOf(c.rel)
+		if ok != c.ok || ok && (fork != c.fork || seg != c.seg) {
+			t.Errorf("relationOf(%q) = %+v, %d, %v; want %+v, %d, %v", c.rel, fork, seg, ok, c.fork, c.seg, c.ok)
 		}
 	}
 }
@@ -94,7 +103,7 @@ func TestPack(t *testing.T) {
 		{rel: "b", size: 0},
 		{rel: "c", size: 3},
 	}
-	jobs := pack(files, obj)
+	jobs := pack(wholeFiles(files), obj)
 	// Every byte of every file is planned exactly once, in order, within
 	// the object size limit.
 	covered := map[int]int64{}
@@ -128,7 +137,12 @@ func TestPack(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		tiny = append(tiny, srcFile{rel: fmt.Sprint(i), size: 8})
 	}
-	if n := len(pack(tiny, 1024)); n != 1 {
+	if n := len(pack(wholeFiles(tiny), 1024)); n != 1 {
 		t.Errorf("100 files of 8 bytes took %d objects of 1024 bytes, want 1", n)
+	}
+	// A span that starts inside its file is split from its start.
+	jobs = pack([]pieceJob{{file: 0, offset: 128, size: 150}}, obj)
+	if len(jobs) != 3 || jobs[1].pieces[0].offset != 192 || jobs[2].pieces[0].size != 22 {
+		t.Errorf("span at 128 of 150 bytes: %+v", jobs)
 	}
 }

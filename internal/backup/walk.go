@@ -10,6 +10,7 @@ import (
 	"strconv"
 
 	"github.com/pgkeep/pgkeep/internal/catalog"
+	"github.com/pgkeep/pgkeep/internal/walsum"
 )
 
 // srcFile is a file to back up.
@@ -19,8 +20,9 @@ type srcFile struct {
 	size   int64
 	mode   fs.FileMode
 	mtime  int64
-	relSeg uint32 // relation segment number, if isRel
-	isRel  bool   // a relation file whose pages carry checksums
+	relSeg uint32         // relation segment number, if isRel
+	fork   walsum.RelFork // the relation fork, if isRel
+	isRel  bool           // a relation file: its pages carry checksums, its pieces chunk checksums
 }
 
 // tree is what a walk of the data directory found.
@@ -121,7 +123,7 @@ func walkDir(t *tree, root, prefix string) error {
 					continue
 				}
 				f := srcFile{rel: childRel, abs: childAbs, size: info.Size(), mode: info.Mode().Perm(), mtime: info.ModTime().Unix()}
-				f.relSeg, f.isRel = relationSegment(childRel)
+				f.fork, f.relSeg, f.isRel = relationOf(childRel)
 				t.files = append(t.files, f)
 			default:
 				// Sockets, devices and the like have no place in a backup.

@@ -22,8 +22,8 @@ func validManifest() *Manifest {
 			Label: "nightly", BackupLabel: "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n",
 			Dirs: []Dir{{Path: "base", Mode: 0o700}},
 			Files: []File{
-				{Path: "base/1/1259", Size: 60, Pieces: []Piece{{Object: 0, Offset: 0, FileOffset: 0, Size: 60}}},
-				{Path: "PG_VERSION", Size: 40, Pieces: []Piece{{Object: 0, Offset: 60, FileOffset: 0, Size: 40}}},
+				{Path: "base/1/1259", Size: 60, Pieces: []Piece{{Object: 0, Offset: 0, FileOffset: 0, Size: 60, XXH64: "00000000000000aa"}}},
+				{Path: "PG_VERSION", Size: 40, Pieces: []Piece{{Object: 0, Offset: 60, FileOffset: 0, Size: 40, XXH64: "00000000000000bb"}}},
 				{Path: "empty", Size: 0},
 			},
 			Tablespaces: []Tablespace{{OID: "16400", Location: "/srv/ts"}},
@@ -36,19 +36,38 @@ func TestValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 	bad := map[string]func(m *Manifest){
-		"absolute path":       func(m *Manifest) { m.Files[0].Path = "/etc/passwd" },
-		"dot-dot":             func(m *Manifest) { m.Files[0].Path = "base/../../x" },
-		"dot-dot dir":         func(m *Manifest) { m.Dirs[0].Path = "../outside" },
-		"empty element":       func(m *Manifest) { m.Files[0].Path = "base//x" },
-		"backslash":           func(m *Manifest) { m.Files[0].Path = `base\..\x` },
-		"piece outside":       func(m *Manifest) { m.Files[1].Pieces[0].Offset = 90 },
-		"unknown object":      func(m *Manifest) { m.Files[1].Pieces[0].Object = 7 },
-		"size mismatch":       func(m *Manifest) { m.Files[1].Size = 41 },
-		"newer format":        func(m *Manifest) { m.Format = ManifestFormat + 1 },
-		"bad id":              func(m *Manifest) { m.ID = "latest" },
-		"bad lsn":             func(m *Manifest) { m.StopLSN = "nope" },
-		"relative tablespace": func(m *Manifest) { m.Tablespaces[0].Location = "ts" },
-		"bad tablespace oid":  func(m *Manifest) { m.Tablespaces[0].OID = "../x" },
+		"absolute path":          func(m *Manifest) { m.Files[0].Path = "/etc/passwd" },
+		"dot-dot":                func(m *Manifest) { m.Files[0].Path = "base/../../x" },
+		"dot-dot dir":            func(m *Manifest) { m.Dirs[0].Path = "../outside" },
+		"empty element":          func(m *Manifest) { m.Files[0].Path = "base//x" },
+		"backslash":              func(m *Manifest) { m.Files[0].Path = `base\..\x` },
+		"piece outside":          func(m *Manifest) { m.Files[1].Pieces[0].Offset = 90 },
+		"unknown object":         func(m *Manifest) { m.Files[1].Pieces[0].Object = 7 },
+		"size mismatch":          func(m *Manifest) { m.Files[1].Size = 41 },
+		"newer format":           func(m *Manifest) { m.Format = ManifestFormat + 1 },
+		"bad id":                 func(m *Manifest) { m.ID = "latest" },
+		"bad lsn":                func(m *Manifest) { m.StopLSN = "nope" },
+		"relative tablespace":    func(m *Manifest) { m.Tablespaces[0].Location = "ts" },
+		"bad tablespace oid":     func(m *Manifest) { m.Tablespaces[0].OID = "../x" },
+		"no checksum":            func(m *Manifest) { m.Files[0].Pieces[0].XXH64 = "" },
+		"short chunk sums":       func(m *Manifest) { m.Files[0].Pieces[0].Chunks = make([]byte, 4) },
+		"full with a parent":     func(m *Manifest) { m.Parent = "20261123T100000Z" },
+		"incremental, no parent": func(m *Manifest) { m.Type = "incremental"; m.Chain = 1 },
+		"parent after it": func(m *Manifest) {
+			m.Type, m.Parent, m.Chain = "incremental", "20261125T100000Z", 1
+		},
+		"unknown type": func(m *Manifest) { m.Type = "differential" },
+		"refers to a later backup": func(m *Manifest) {
+			m.Objects = append(m.Objects, Object{Seq: 0, Size: 100, Backup: "20261125T100000Z"})
+		},
+		"refers to an unlisted object": func(m *Manifest) { m.Files[0].Pieces[0].Backup = "20261123T100000Z" },
+	}
+	inc := validManifest()
+	inc.Type, inc.Parent, inc.Chain = "incremental", "20261123T100000Z", 1
+	inc.Objects = append(inc.Objects, Object{Seq: 0, Size: 100, Backup: "20261122T100000Z"})
+	inc.Files[0].Pieces[0] = Piece{Object: 0, Backup: "20261122T100000Z", Offset: 0, FileOffset: 0, Size: 60, Chunks: make([]byte, 8)}
+	if err := inc.Validate(); err != nil {
+		t.Errorf("an incremental manifest referring to an older backup's object: %v", err)
 	}
 	for name, mutate := range bad {
 		m := validManifest()

@@ -12,6 +12,7 @@ package catalog
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +20,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/cespare/xxhash/v2"
 
 	"github.com/pgkeep/pgkeep/internal/envelope"
 	"github.com/pgkeep/pgkeep/internal/repo"
@@ -52,15 +55,125 @@ type Started struct {
 	StartTime time.Time `json:"start_time"`
 	StartLSN  string    `json:"start_lsn"`
 	Timeline  uint32    `json:"timeline"`
+	// Parent is the backup an incremental one builds on: expire keeps it
+	// while this one may still complete.
+	Parent string `json:"parent,omitempty"`
 }
 
 // Piece is a run of bytes of one file stored inside a data object.
 type Piece struct {
-	Object     int    `json:"object"`      // data object sequence number
-	Offset     int64  `json:"offset"`      // offset in the object's content
-	FileOffset int64  `json:"file_offset"` // offset in the file
-	Size       int64  `json:"size"`
-	XXH64      string `json:"xxh64"` // checksum of these bytes, 16 hex digits
+	Object     int   `json:"object"`      // data object sequence number
+	Offset     int64 `json:"offset"`      // offset in the object's content
+	FileOffset int64 `json:"file_offset"` // offset in the file
+	Size       int64 `json:"size"`
+	// XXH64 is the checksum of these bytes, 16 hex digits; "" for a piece
+	// an incremental backup took over from part of an earlier one's
+	// piece, whose chunks carry the checksums.
+	XXH64 string `json:"xxh64"`
+	// Backup is the backup whose data object holds the piece: "" for the
+	// backup itself, an earlier backup's id for the unchanged parts an
+	// incremental backup refers to.
+	Backup string `json:"backup,omitempty"`
+	// Chunks are the xxh64 checksums (8 bytes each, little-endian) of the
+	// piece's ChunkSize-byte chunks, the last one shorter, for the pieces
+	// of relation files: what incremental backups refer to and delta
+	// restores compare. FileOffset is then a multiple of ChunkSize.
+	Chunks []byte `json:"chunks,omitempty"`
+}
+
+// ChunkSize is the granularity at which incremental backups take over
+// unchanged parts of relation files, and at which delta restores compare
+// them: 16 pages of 8 KiB.
+const ChunkSize = 128 << 10
+
+// ChunkCount is how many chunks a piece of size bytes has.
+func ChunkCount(size int64) int { return int((size + ChunkSize - 1) / ChunkSize) }
+
+// AppendChunkSums appends the chunk checksums of data, which starts at a
+// chunk boundary of its file (the last chunk may be short).
+func AppendChunkSums(dst, data []byte) []byte {
+	for i := 0; i < len(data); i += ChunkSize {
+		dst = binary.LittleEndian.AppendUint64(dst, xxhash.Sum64(data[i:min(i+ChunkSize, len(data))]))
+	}
+	return dst
+}
+
+// PieceCheck verifies bytes of a piece as they stream by: its checksum
+// when it has one, each chunk's when it has chunk checksums.
+type PieceCheck struct {
+	p     Piece
+	whole *xxhash.Digest
+	chunk *xxhash.Digest
+	in    int64 // bytes of the current chunk seen
+	idx   int   // the current chunk
+	n     int64
+	bad   int // the first chunk that did not match, -1: none
+}
+
+// NewPieceCheck returns a check of p's bytes.
+func NewPieceCheck(p Piece) *PieceCheck {
+	c := &PieceCheck{p: p, bad: -1}
+	if p.XXH64 != "" {
+		c.whole = xxhash.New()
+	}
+	if p.Chunks != nil {
+		c.chunk = xxhash.New()
+	}
+	return c
+}
+
+// Write adds the next bytes of the piece.
+func (c *PieceCheck) Write(b []byte) {
+	c.n += int64(len(b))
+	if c.whole != nil {
+		c.whole.Write(b)
+	}
+	for c.chunk != nil && len(b) > 0 {
+		take := min(int64(len(b)), ChunkSize-c.in)
+		c.chunk.Write(b[:take])
+		b, c.in = b[take:], c.in+take
+		if c.in == ChunkSize {
+			c.endChunk()
+		}
+	}
+}
+
+func (c *PieceCheck) endChunk() {
+	if c.bad < 0 && (8*c.idx+8 > len(c.p.Chunks) || c.chunk.Sum64() != c.p.Chunk(c.idx)) {
+		c.bad = c.idx
+	}
+	c.idx++
+	c.in = 0
+	c.chunk.Reset()
+}
+
+// Verify reports, once every byte was written, whether they are the
+// piece's.
+func (c *PieceCheck) Verify() error {
+	if c.chunk != nil && c.in > 0 {
+		c.endChunk()
+	}
+	switch {
+	case c.n != c.p.Size:
+		return fmt.Errorf("%w: %d bytes where the manifest has %d", envelope.ErrCorrupt, c.n, c.p.Size)
+	case c.whole != nil && fmt.Sprintf("%016x", c.whole.Sum64()) != c.p.XXH64:
+		return fmt.Errorf("%w: checksum %016x, the manifest says %s", envelope.ErrCorrupt, c.whole.Sum64(), c.p.XXH64)
+	case c.bad >= 0:
+		return fmt.Errorf("%w: chunk %d does not match its checksum", envelope.ErrCorrupt, c.bad)
+	}
+	return nil
+}
+
+// Chunk returns the checksum of chunk i of the piece.
+func (p Piece) Chunk(i int) uint64 { return binary.LittleEndian.Uint64(p.Chunks[8*i:]) }
+
+// ObjectOf names the backup whose object holds p, for the manifest of
+// backup id.
+func (p Piece) ObjectOf(id string) string {
+	if p.Backup != "" {
+		return p.Backup
+	}
+	return id
 }
 
 // File is a regular file of the backup. Path is relative to the data
@@ -86,12 +199,20 @@ type Tablespace struct {
 	Location string `json:"location"`
 }
 
-// Object describes one data object.
+// Object describes one data object: one of the backup's own, or (Backup
+// set) one of an earlier backup that an incremental backup refers to.
 type Object struct {
 	Seq    int    `json:"seq"`
 	Size   int64  `json:"size"`   // content bytes
 	Stored int64  `json:"stored"` // bytes in the repository
 	XXH64  string `json:"xxh64"`
+	Backup string `json:"backup,omitempty"` // "" : this backup's own
+}
+
+// ObjectRef names a data object in a chain of backups.
+type ObjectRef struct {
+	Backup string
+	Seq    int
 }
 
 // Manifest is the completion record of a backup (backups/ID/backup.json).
@@ -129,11 +250,23 @@ type Summary struct {
 	StopTime         time.Time `json:"stop_time"`
 	DataChecksums    bool      `json:"data_checksums"`
 	Compression      string    `json:"compression"`
-	Size             int64     `json:"size"`   // bytes of the files
-	Stored           int64     `json:"stored"` // bytes of the data objects in the repository
-	FileCount        int       `json:"file_count"`
-	Objects          []Object  `json:"objects"`
+	Size             int64     `json:"size"` // bytes of the files
+	// Stored is what the backup's own data objects take in the repository
+	// (an incremental one's, without the objects it refers to).
+	Stored    int64    `json:"stored"`
+	FileCount int      `json:"file_count"`
+	Objects   []Object `json:"objects"`
+	// Type is "full" or "incremental" ("" in manifests of pgkeep before
+	// incremental backups: full).
+	Type string `json:"type,omitempty"`
+	// Parent is the backup an incremental one builds on; Chain is how
+	// many incremental backups lead back to the full one (0 for a full).
+	Parent string `json:"parent,omitempty"`
+	Chain  int    `json:"chain"`
 }
+
+// Incremental reports whether the backup builds on another.
+func (s *Summary) Incremental() bool { return s.Type == "incremental" }
 
 // Contents is the part of a manifest that says what the backup holds.
 type Contents struct {
@@ -182,9 +315,24 @@ func (m *Manifest) Validate() error {
 			return fmt.Errorf("%w: manifest of %s has a bad LSN %q", envelope.ErrCorrupt, m.ID, s)
 		}
 	}
-	objects := map[int]Object{}
+	objects := map[ObjectRef]Object{}
 	for _, o := range m.Objects {
-		objects[o.Seq] = o
+		if o.Backup != "" && (!ValidID(o.Backup) || o.Backup >= m.ID) {
+			return fmt.Errorf("%w: manifest of %s refers to an object of backup %q", envelope.ErrCorrupt, m.ID, o.Backup)
+		}
+		objects[ObjectRef{o.Backup, o.Seq}] = o
+	}
+	switch m.Type {
+	case "", "full":
+		if m.Parent != "" || m.Chain != 0 {
+			return fmt.Errorf("%w: manifest of full backup %s names a parent", envelope.ErrCorrupt, m.ID)
+		}
+	case "incremental":
+		if !ValidID(m.Parent) || m.Parent >= m.ID || m.Chain < 1 {
+			return fmt.Errorf("%w: manifest of incremental backup %s has parent %q, chain %d", envelope.ErrCorrupt, m.ID, m.Parent, m.Chain)
+		}
+	default:
+		return fmt.Errorf("backup %s is of type %q, which this pgkeep does not know; upgrade pgkeep", m.ID, m.Type)
 	}
 	if m.Sealed {
 		return nil
@@ -205,9 +353,15 @@ func (m *Manifest) Validate() error {
 		}
 		var end int64
 		for _, p := range f.Pieces {
-			o, ok := objects[p.Object]
+			o, ok := objects[ObjectRef{p.Backup, p.Object}]
 			if !ok || p.Offset < 0 || p.Size < 0 || p.FileOffset < 0 || p.Offset+p.Size > o.Size {
-				return fmt.Errorf("%w: manifest of %s: piece of %s points outside object %d", envelope.ErrCorrupt, m.ID, f.Path, p.Object)
+				return fmt.Errorf("%w: manifest of %s: piece of %s points outside object %d of %q", envelope.ErrCorrupt, m.ID, f.Path, p.Object, p.ObjectOf(m.ID))
+			}
+			if p.Chunks != nil && (len(p.Chunks) != 8*ChunkCount(p.Size) || p.FileOffset%ChunkSize != 0) {
+				return fmt.Errorf("%w: manifest of %s: piece of %s at %d has %d bytes of chunk checksums", envelope.ErrCorrupt, m.ID, f.Path, p.FileOffset, len(p.Chunks))
+			}
+			if p.XXH64 == "" && p.Chunks == nil && p.Size > 0 {
+				return fmt.Errorf("%w: manifest of %s: piece of %s at %d has no checksum", envelope.ErrCorrupt, m.ID, f.Path, p.FileOffset)
 			}
 			end = max(end, p.FileOffset+p.Size)
 		}

@@ -24,6 +24,7 @@ import (
 //	backups/ID/data/NNNNNN      a backup's data objects
 //	backups/ID/backup.json      a backup's completion record
 //	backups/ID/pinned           expire keeps the backup
+//	summaries/TTTTTTTT/NAME     the blocks WAL segment NAME touched (walsum)
 
 // Key names an object of the repository. Only this package makes keys.
 type Key struct{ s string }
@@ -32,9 +33,10 @@ type Key struct{ s string }
 func (k Key) String() string { return k.s }
 
 const (
-	walPrefix     = "wal/"
-	backupsPrefix = "backups/"
-	keysPrefix    = "keys/"
+	walPrefix       = "wal/"
+	backupsPrefix   = "backups/"
+	keysPrefix      = "keys/"
+	summariesPrefix = "summaries/"
 )
 
 var (
@@ -47,6 +49,9 @@ var (
 // wal/TTTTTTTT/, so retention and listing can work timeline by timeline.
 // name must be a valid WAL file name (wal.Classify).
 func WAL(name string) Key { return Key{walPrefix + name[:8] + "/" + name} }
+
+// Summary names the WAL summary of segment name (a valid segment name).
+func Summary(name string) Key { return Key{summariesPrefix + name[:8] + "/" + name} }
 
 // Started names the marker a backup writes when it begins.
 func Started(id string) Key { return Key{backupsPrefix + id + "/started.json"} }
@@ -85,10 +90,18 @@ type BackupEntry struct {
 	Modified time.Time // the newest object's time
 }
 
+// SummaryObject is a stored WAL summary.
+type SummaryObject struct {
+	Segment string // the segment it summarizes
+	Key     Key
+	Size    int64
+}
+
 // Listing is the repository's content, from one listing.
 type Listing struct {
-	WAL     []WALObject   // in key order: by timeline, then name
-	Backups []BackupEntry // by id (oldest first)
+	WAL       []WALObject     // in key order: by timeline, then name
+	Summaries []SummaryObject // in key order
+	Backups   []BackupEntry   // by id (oldest first)
 	// Other is what the identity record and the encryption key take.
 	Other int64
 }
@@ -102,6 +115,13 @@ func (r *Repo) Scan(ctx context.Context) (*Listing, error) {
 		switch {
 		case strings.HasPrefix(oi.Key, walPrefix):
 			l.WAL = append(l.WAL, walObject(oi))
+		case strings.HasPrefix(oi.Key, summariesPrefix):
+			name := oi.Key[strings.LastIndex(oi.Key, "/")+1:]
+			if k, err := wal.Classify(name); err == nil && k == wal.KindSegment && oi.Key == Summary(name).s {
+				l.Summaries = append(l.Summaries, SummaryObject{Segment: name, Key: Key{oi.Key}, Size: oi.Size})
+			} else {
+				l.Other += oi.Size
+			}
 		case strings.HasPrefix(oi.Key, backupsPrefix):
 			id, name, ok := strings.Cut(strings.TrimPrefix(oi.Key, backupsPrefix), "/")
 			if !ok {

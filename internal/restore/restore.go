@@ -127,7 +127,7 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 		return nil, err
 	}
 	rep.Begin("restore "+m.ID, m.Size)
-	err = fetchAndCreate(ctx, r, opts.PGData, m, opts.Workers, rep)
+	err = fetchAndCreate(ctx, r, opts.PGData, m, allTargets(m), opts.Workers, rep)
 	rep.End()
 	if err != nil {
 		return nil, err
@@ -303,29 +303,66 @@ func checkInside(pgdata, p string, tsMap map[string]string) error {
 
 // fetchAndCreate runs createFiles and fetchAll side by side; the first
 // error stops both.
-func fetchAndCreate(ctx context.Context, r *repo.Repo, pgdata string, m *catalog.Manifest, workers int, rep progress.Reporter) error {
+func fetchAndCreate(ctx context.Context, r *repo.Repo, pgdata string, m *catalog.Manifest, targets map[catalog.ObjectRef][]target, workers int, rep progress.Reporter) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return createFiles(gctx, pgdata, m) })
-	g.Go(func() error { return fetchAll(gctx, r, pgdata, m, workers, rep) })
+	g.Go(func() error { return fetchAll(gctx, r, pgdata, m, targets, workers, rep) })
 	return g.Wait()
 }
 
-// fetchAll downloads every data object and writes its pieces.
-func fetchAll(ctx context.Context, r *repo.Repo, pgdata string, m *catalog.Manifest, workers int, rep progress.Reporter) error {
-	type target struct {
-		file  *catalog.File
-		piece catalog.Piece
+// target is a piece to write where its file is.
+type target struct {
+	file  *catalog.File
+	piece catalog.Piece
+	// write, when not nil, says which of the piece's chunks to write (a
+	// delta restore writes only those that differ); the others are read
+	// and verified only.
+	write []bool
+}
+
+// size is what writing t writes.
+func (t target) size() int64 {
+	if t.write == nil {
+		return t.piece.Size
 	}
-	byObject := map[int][]target{}
+	var n int64
+	for ci, w := range t.write {
+		if w {
+			n += min(catalog.ChunkSize, t.piece.Size-int64(ci)*catalog.ChunkSize)
+		}
+	}
+	return n
+}
+
+// allTargets returns every piece of m, by the object that holds it: what
+// a restore into an empty directory writes.
+func allTargets(m *catalog.Manifest) map[catalog.ObjectRef][]target {
+	out := map[catalog.ObjectRef][]target{}
 	for i := range m.Files {
 		f := &m.Files[i]
 		for _, p := range f.Pieces {
-			byObject[p.Object] = append(byObject[p.Object], target{f, p})
+			ref := catalog.ObjectRef{Backup: p.ObjectOf(m.ID), Seq: p.Object}
+			out[ref] = append(out[ref], target{file: f, piece: p})
 		}
 	}
-	objects := append([]catalog.Object(nil), m.Objects...)
+	return out
+}
+
+// fetchAll downloads the data objects that hold targets, of this backup
+// and of the earlier ones an incremental backup refers to, and writes
+// their pieces.
+func fetchAll(ctx context.Context, r *repo.Repo, pgdata string, m *catalog.Manifest, targets map[catalog.ObjectRef][]target, workers int, rep progress.Reporter) error {
+	var objects []catalog.Object
+	for _, o := range m.Objects {
+		if o.Backup == "" {
+			o.Backup = m.ID
+		}
+		if len(targets[catalog.ObjectRef{Backup: o.Backup, Seq: o.Seq}]) > 0 {
+			objects = append(objects, o)
+		}
+	}
 	// Largest first keeps all workers busy to the end.
-	sort.Slice(objects, func(i, j int) bool { return objects[i].Size > objects[j].Size })
+	sort.SliceStable(objects, func(i, j int) bool { return objects[i].Size > objects[j].Size })
 
 	bufs := make(chan []byte, workers)
 	for range workers {
@@ -342,20 +379,23 @@ func fetchAll(ctx context.Context, r *repo.Repo, pgdata string, m *catalog.Manif
 			defer func() { bufs <- buf }()
 			files := &fileCache{root: pgdata}
 			defer files.closeAll()
-			ts := byObject[o.Seq]
+			ts := targets[catalog.ObjectRef{Backup: o.Backup, Seq: o.Seq}]
 			sort.Slice(ts, func(i, j int) bool { return ts[i].piece.Offset < ts[j].piece.Offset })
-			key := repo.Data(m.ID, o.Seq)
+			key := repo.Data(o.Backup, o.Seq)
 			var got envelope.Sum
 			err := r.ReadObject(gctx, key, func(rd io.Reader) error {
 				var pos int64
 				for _, t := range ts {
+					if t.piece.Offset < pos {
+						return fmt.Errorf("%w: pieces of %s overlap in the manifest", envelope.ErrCorrupt, key)
+					}
 					if t.piece.Offset > pos {
 						if _, err := io.CopyN(io.Discard, rd, t.piece.Offset-pos); err != nil {
 							return err
 						}
 						pos = t.piece.Offset
 					}
-					if err := writePiece(files, t.file, t.piece, rd, buf, rep); err != nil {
+					if err := writePiece(files, t, rd, buf, rep); err != nil {
 						return err
 					}
 					pos += t.piece.Size
@@ -377,31 +417,40 @@ func fetchAll(ctx context.Context, r *repo.Repo, pgdata string, m *catalog.Manif
 	return ctx.Err()
 }
 
-// writePiece copies one piece from rd into its file and verifies it.
-func writePiece(files *fileCache, f *catalog.File, p catalog.Piece, rd io.Reader, buf []byte, rep progress.Reporter) error {
+// writePiece copies one piece from rd into its file (the chunks t.write
+// selects) and verifies it.
+func writePiece(files *fileCache, t target, rd io.Reader, buf []byte, rep progress.Reporter) error {
+	f, p := t.file, t.piece
 	fh, err := files.open(destPath(f.Path))
 	if err != nil {
 		return err
 	}
-	h := envelope.NewHasher()
-	off := p.FileOffset
-	left := p.Size
-	for left > 0 {
-		n, err := rd.Read(buf[:min(int64(len(buf)), left)])
-		if n > 0 {
-			h.Write(buf[:n])
-			if _, werr := fh.WriteAt(buf[:n], off); werr != nil {
-				return fmt.Errorf("writing %s: %w", fh.Name(), werr)
-			}
-			// Start writing back now, so that the final fsync finds the
-			// data on its way to disk (errors here only lose the head
-			// start; the fsync reports real failures).
-			unix.SyncFileRange(int(fh.Fd()), off, int64(n), unix.SYNC_FILE_RANGE_WRITE)
-			off += int64(n)
-			left -= int64(n)
-			rep.Advance(int64(n))
+	check := catalog.NewPieceCheck(p)
+	var done int64 // bytes of the piece read
+	for done < p.Size {
+		// Reads stop at chunk boundaries, so that a read is written
+		// whole or not at all.
+		want := min(int64(len(buf)), p.Size-done)
+		if t.write != nil {
+			want = min(want, catalog.ChunkSize-done%catalog.ChunkSize)
 		}
-		if err == io.EOF && left > 0 {
+		n, err := rd.Read(buf[:want])
+		if n > 0 {
+			check.Write(buf[:n])
+			if t.write == nil || t.write[done/catalog.ChunkSize] {
+				off := p.FileOffset + done
+				if _, werr := fh.WriteAt(buf[:n], off); werr != nil {
+					return fmt.Errorf("writing %s: %w", fh.Name(), werr)
+				}
+				// Start writing back now, so that the final fsync finds
+				// the data on its way to disk (errors here only lose the
+				// head start; the fsync reports real failures).
+				unix.SyncFileRange(int(fh.Fd()), off, int64(n), unix.SYNC_FILE_RANGE_WRITE)
+				rep.Advance(int64(n))
+			}
+			done += int64(n)
+		}
+		if err == io.EOF && done < p.Size {
 			// The object's verified content ended early: the manifest and
 			// the object disagree.
 			return fmt.Errorf("%w: object ended inside %s", envelope.ErrCorrupt, f.Path)
@@ -410,8 +459,8 @@ func writePiece(files *fileCache, f *catalog.File, p catalog.Piece, rd io.Reader
 			return err // the reader's own error: a transport failure is retried
 		}
 	}
-	if got := h.Sum().String(); got != p.XXH64 {
-		return fmt.Errorf("%w: %s bytes %d..%d have checksum %s, the manifest says %s", envelope.ErrCorrupt, f.Path, p.FileOffset, p.FileOffset+p.Size, got, p.XXH64)
+	if err := check.Verify(); err != nil {
+		return fmt.Errorf("%s bytes %d..%d: %w", f.Path, p.FileOffset, p.FileOffset+p.Size, err)
 	}
 	return nil
 }

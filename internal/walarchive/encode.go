@@ -78,11 +78,13 @@ func encodeFile(path string, comp envelope.Compression, ci envelope.Cipher) (*en
 		return nil, fmt.Errorf("reading WAL file: %w", err)
 	}
 	defer f.Close()
-	return encodeOpen(f, comp, ci)
+	return encodeOpen(f, comp, ci, nil)
 }
 
 // encodeOpen is encodeFile on a file already open, read from its start.
-func encodeOpen(f *os.File, comp envelope.Compression, ci envelope.Cipher) (*encodedFile, error) {
+// tee, if not nil, sees every byte read too (the WAL summarizer), on the
+// same pass.
+func encodeOpen(f *os.File, comp envelope.Compression, ci envelope.Cipher, tee io.Writer) (*encodedFile, error) {
 	path := f.Name()
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return nil, fmt.Errorf("reading WAL file: %w", err)
@@ -120,6 +122,9 @@ func encodeOpen(f *os.File, comp envelope.Compression, ci envelope.Cipher) (*enc
 			}
 			if _, err := w.Write(chunk[:n]); err != nil {
 				return nil, err
+			}
+			if tee != nil {
+				tee.Write(chunk[:n])
 			}
 		}
 		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {

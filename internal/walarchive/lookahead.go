@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -245,7 +246,17 @@ func PushAhead(ctx context.Context, r *repo.Repo, tag, walDir, after string, wor
 // pushAheadOne uploads one ready segment and records it.
 func pushAheadOne(ctx context.Context, r *repo.Repo, id *repo.Identity, tag, walDir, name string) error {
 	path := filepath.Join(walDir, name)
-	enc, err := encodeFile(path, r.Compression(), r.Cipher())
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	sum := newSegmentSummary(name, id)
+	var tee io.Writer
+	if sum != nil {
+		tee = sum
+	}
+	enc, err := encodeOpen(f, r.Compression(), r.Cipher(), tee)
 	if err != nil {
 		return err
 	}
@@ -262,6 +273,9 @@ func pushAheadOne(ctx context.Context, r *repo.Repo, id *repo.Identity, tag, wal
 	}
 	if _, err := r.PutEncoded(ctx, repo.WAL(name), enc.buf.Bytes(), enc.sum); err != nil {
 		return err
+	}
+	if sum != nil {
+		storeSummary(ctx, r, name, sum) // best effort, as in Push
 	}
 	writeRecord(walDir, name, formatRecord(tag, enc.id, enc.sum.XXH64))
 	return nil

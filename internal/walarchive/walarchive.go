@@ -35,6 +35,8 @@ type PushOptions struct {
 	// record is kept between calls (see cachedIdentity), so that a push
 	// does not fetch it every time.
 	IdentityCache string
+	// NoSummary skips the WAL summary (summary.go).
+	NoSummary bool
 }
 
 // PushResult describes an archived file.
@@ -44,6 +46,9 @@ type PushResult struct {
 	Size    int64 // bytes of the WAL file
 	Stored  int64 // bytes stored
 	Existed bool  // it was already archived with identical content
+	// SummaryErr is why the segment's WAL summary could not be stored (the
+	// segment itself is archived; an incremental backup then reads more).
+	SummaryErr error
 }
 
 // clusterInfo is what a push knows about the cluster that produced a file.
@@ -111,8 +116,16 @@ func Push(ctx context.Context, r *repo.Repo, path string, opts PushOptions) (Pus
 	if kind == wal.KindTimelineHistory {
 		ci = nil
 	}
-	// One read of the file: the envelope, and its head for the checks.
-	enc, err := encodeOpen(f, r.Compression(), ci)
+	// One read of the file: the envelope, its head for the checks, and
+	// for a segment the summary of the blocks its records touch.
+	var sum *segmentSummary
+	var tee io.Writer
+	if kind == wal.KindSegment && !opts.NoSummary {
+		if sum = newSegmentSummary(name, have); sum != nil {
+			tee = sum
+		}
+	}
+	enc, err := encodeOpen(f, r.Compression(), ci, tee)
 	if err != nil {
 		return PushResult{}, err
 	}
@@ -150,7 +163,11 @@ func Push(ctx context.Context, r *repo.Repo, path string, opts PushOptions) (Pus
 		}
 		return PushResult{}, fmt.Errorf("archiving %s: %w", name, err)
 	}
-	return PushResult{Name: name, Key: key, Size: enc.sum.Size, Stored: res.Stored, Existed: res.Existed}, nil
+	out := PushResult{Name: name, Key: key, Size: enc.sum.Size, Stored: res.Stored, Existed: res.Existed}
+	if sum != nil {
+		out.SummaryErr = storeSummary(ctx, r, name, sum)
+	}
+	return out, nil
 }
 
 // identify works out which cluster produced a WAL file. Segments carry

@@ -2,6 +2,7 @@ package walrec
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -48,17 +49,72 @@ type Decoded struct {
 // Decode parses the block headers and finds the main data of rec, as
 // written by PostgreSQL major (which decides the full-page image flags).
 func Decode(rec *Record, major int) (*Decoded, error) {
-	raw := rec.Raw
 	d := &Decoded{}
+	if err := DecodeInto(rec, major, d); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// DecodeInto is Decode into d, reusing its memory: for reading every
+// record of a segment without an allocation each.
+func DecodeInto(rec *Record, major int, d *Decoded) error {
+	d.Blocks, d.MainData = d.Blocks[:0], nil
+	_, err := decodeTo(rec, major, false, d)
+	return err
+}
+
+// DecodePrefix parses the block headers of a record of which only the
+// first bytes are at hand (Parser.Close's partial record). complete is
+// false when the headers themselves are cut: the blocks found are then
+// not all the record touches.
+func DecodePrefix(rec *Record, major int) (d *Decoded, complete bool, err error) {
+	d, err = decode(rec, major, true)
+	if errors.Is(err, errCut) {
+		return d, false, nil
+	}
+	return d, err == nil, err
+}
+
+// errCut means the headers of a record prefix end beyond the prefix.
+var errCut = errors.New("record headers cut")
+
+func decode(rec *Record, major int, prefix bool) (*Decoded, error) {
+	return decodeTo(rec, major, prefix, &Decoded{})
+}
+
+func decodeTo(rec *Record, major int, prefix bool, d *Decoded) (*Decoded, error) {
+	raw := rec.Raw
+	if prefix {
+		if len(raw) < recordHeaderSize {
+			return &Decoded{}, errCut
+		}
+		// The headers end where the data begins; the total length in
+		// the record header is what the data takes.
+		total := int(binary.LittleEndian.Uint32(raw))
+		if total < len(raw) {
+			return nil, fmt.Errorf("%w: record prefix longer than the record", ErrCorrupt)
+		}
+	}
 	pos := recordHeaderSize
 	var dataLen, mainLen int
 	var last RelFileLocator
 	haveRel := false
 	fail := func(what string) (*Decoded, error) {
+		if prefix {
+			return d, errCut // the headers run past what is at hand
+		}
 		return nil, fmt.Errorf("%w: record at %s: %s", ErrCorrupt, rec.LSN, what)
 	}
 	le := binary.LittleEndian
-	for pos < len(raw)-mainLen-dataLen {
+	end := len(raw)
+	if prefix {
+		end = int(le.Uint32(raw))
+	}
+	for pos < end-mainLen-dataLen {
+		if pos >= len(raw) {
+			return fail("cut")
+		}
 		id := raw[pos]
 		switch {
 		case id == blockIDDataShort:
@@ -129,6 +185,12 @@ func Decode(rec *Record, major int) (*Decoded, error) {
 		}
 	}
 headersDone:
+	if prefix {
+		if pos+dataLen+mainLen != end {
+			return nil, fmt.Errorf("%w: record at %s: headers do not add up", ErrCorrupt, rec.LSN)
+		}
+		return d, nil
+	}
 	if pos+dataLen+mainLen != len(raw) {
 		return fail(fmt.Sprintf("headers end at %d, with %d bytes of block data and %d of main data, in a record of %d", pos, dataLen, mainLen, len(raw)))
 	}

@@ -156,3 +156,57 @@ func FuzzSegment(f *testing.F) {
 		})
 	})
 }
+
+// TestParserStreams: fed in pieces of any size, the parser sees the same
+// records as on the whole segment; cut short, it hands back the record the
+// cut went through, whose headers DecodePrefix reads.
+func TestParserStreams(t *testing.T) {
+	seg := readGz(t, "000000010000000000000007_15_1mb.gz")
+	start := wal.SegmentStartLSN(7, 1<<20)
+	var want []wal.LSN
+	Segment(seg, start, func(r *Record) error { want = append(want, r.LSN); return nil })
+	for _, step := range []int{1000, 8192, 3*8192 + 17, 1 << 20} {
+		var got []wal.LSN
+		p := NewParser(start, func(r *Record) error { got = append(got, r.LSN); return nil })
+		for off := 0; off < len(seg); off += step {
+			p.Write(seg[off:min(off+step, len(seg))])
+		}
+		if _, _, err := p.Close(); err != nil || len(got) != len(want) || got[len(got)-1] != want[len(want)-1] {
+			t.Fatalf("step %d: %d records (want %d), %v", step, len(got), len(want), err)
+		}
+	}
+	// Cut inside a record: the partial record is the next one.
+	var full []*Record
+	Segment(seg, start, func(r *Record) error {
+		full = append(full, &Record{LSN: r.LSN, End: r.End, RmID: r.RmID, Raw: append([]byte(nil), r.Raw...)})
+		return nil
+	})
+	checked := 0
+	for _, r := range full {
+		if r.End-r.LSN < 200 || len(r.Raw) < 100 {
+			continue
+		}
+		cut := int(r.LSN-start) + 60
+		p := NewParser(start, func(*Record) error { return nil })
+		p.Write(seg[:cut])
+		next, partial, err := p.Close()
+		if err != nil || partial == nil || partial.LSN != r.LSN || next != r.LSN {
+			t.Fatalf("cut in the record at %s: next %s, partial %+v, %v", r.LSN, next, partial, err)
+		}
+		d, complete, err := DecodePrefix(partial, 15)
+		whole, werr := Decode(r, 15)
+		if err != nil || werr != nil {
+			t.Fatalf("prefix of %s: %v / %v", r.LSN, err, werr)
+		}
+		if complete && len(d.Blocks) != len(whole.Blocks) {
+			t.Fatalf("prefix of %s: %d blocks, the whole record has %d", r.LSN, len(d.Blocks), len(whole.Blocks))
+		}
+		checked++
+		if checked > 50 {
+			break
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no record long enough to cut")
+	}
+}
