@@ -23,11 +23,11 @@ import (
 // contribDir is the repository's contrib directory, from this package.
 const contribDir = "../../contrib"
 
-// execStarts returns the ExecStart= command lines of a unit in
-// contrib/systemd, in order.
+// execStarts returns the ExecStart= command lines of a unit file, in
+// order.
 func execStarts(t *testing.T, unit string) []string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(contribDir, "systemd", unit))
+	data, err := os.ReadFile(unit)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,12 +132,16 @@ func (b boot) String() string {
 // bootHost runs the restore unit's commands the way systemd would: as
 // this test process's user (root), with systemd's PATH and only the
 // variables of the unit's environment file (env), one command after the
-// other until one fails. The unit's /usr/bin/pgkeep is the pgkeep under
-// test, and its /etc/pgkeep/pgkeep.conf is conf.
+// other until one fails. The unit's /usr/bin/pgkeep is bin, and its
+// /etc/pgkeep/pgkeep.conf is conf; unit is the unit file (default: the
+// one in contrib/systemd).
 type bootHost struct {
 	bin, conf string
 	env       map[string]string
+	unit      string
 }
+
+var restoreUnit = filepath.Join(contribDir, "systemd", "pgkeep-restore.service")
 
 func (h bootHost) run(t *testing.T, pgdata string) boot {
 	t.Helper()
@@ -151,7 +155,11 @@ func (h bootHost) run(t *testing.T, pgdata string) boot {
 		environ = append(environ, k+"="+v)
 	}
 	var b boot
-	for _, line := range execStarts(t, "pgkeep-restore.service") {
+	unit := h.unit
+	if unit == "" {
+		unit = restoreUnit
+	}
+	for _, line := range execStarts(t, unit) {
 		argv := systemdArgv(t, line, env)
 		if argv[0] == "/usr/bin/pgkeep" {
 			argv[0] = h.bin
