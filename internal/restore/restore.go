@@ -98,7 +98,10 @@ type Result struct {
 	Duration    time.Duration
 }
 
-// Run restores into opts.PGData, which must be empty or absent.
+// Run restores into opts.PGData, which must be empty or absent. With
+// IfNotExists or IfBackupExists it may do nothing instead (Result.Skipped;
+// section 6.3 of docs/design.md has the rules), and with an Owner every
+// file it creates is given to that user.
 func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	began := time.Now()
 	if opts.Workers < 1 {
