@@ -4,7 +4,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 export CGO_ENABLED = 0
 
-.PHONY: build test test-deps unit cover demo bench fuzz clean
+.PHONY: build test test-deps unit cover demo bench fuzz package clean
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/pgkeep ./cmd/pgkeep
@@ -43,5 +43,19 @@ demo: build
 fuzz:
 	scripts/fuzz.sh 20s
 
+# The .deb: pgkeep at /usr/bin, its systemd units (contrib/systemd), a
+# commented /etc/pgkeep/pgkeep.conf and pgkeep.env; built with nfpm
+# (packaging/nfpm.yaml; scripts/nfpm.sh builds the pinned nfpm into the
+# tool cache once). The binary carries the package's version.
+GOARCH      ?= $(shell $(GO) env GOARCH)
+DEB_VERSION ?= $(shell scripts/deb-version.sh)
+DIST        ?= dist
+NFPM        ?= $(shell scripts/nfpm.sh)
+package:
+	$(GO) build -trimpath -ldflags '-s -w -X main.version=$(DEB_VERSION)' -o bin/package/pgkeep ./cmd/pgkeep
+	mkdir -p '$(DIST)'
+	GOARCH='$(GOARCH)' PGKEEP_DEB_VERSION='$(DEB_VERSION)' '$(NFPM)' package --config packaging/nfpm.yaml \
+		--packager deb --target '$(DIST)/pgkeep_$(DEB_VERSION)_$(GOARCH).deb'
+
 clean:
-	rm -rf bin
+	rm -rf bin dist

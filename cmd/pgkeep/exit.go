@@ -72,7 +72,7 @@ func exitCode(err error, stderr io.Writer) int {
 		if ee.quiet {
 			return code
 		}
-	case errors.As(err, &ue):
+	case errors.As(err, &ue), errors.Is(err, restore.ErrOwner):
 		code = exitUsage
 	case errors.Is(err, repo.ErrConflict), errors.Is(err, repo.ErrForeignCluster), errors.Is(err, errRefused),
 		errors.Is(err, restore.ErrNotEmpty), errors.Is(err, repo.ErrKeys), errors.Is(err, pgversion.ErrUnsupported):

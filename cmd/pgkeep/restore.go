@@ -20,7 +20,9 @@ func (a *app) newRestoreCmd() *cobra.Command {
 		pgdata, backupID, targetTime, targetLSN string
 		target                                  restore.Target
 		tsMap                                   []string
-		standby, archiveOff, quiet              bool
+		standby, archiveOff, quiet, asJSON      bool
+		ifNotExists, ifBackupExists             bool
+		owner                                   string
 	)
 	cmd := &cobra.Command{
 		Use:   "restore --pgdata DIR",
@@ -42,8 +44,24 @@ when it reaches it (--target-action promote, the default), or pauses or shuts
 down.
 
 Start the server afterwards (pg_ctl start -D DIR); it comes up once it has
-replayed to the end of the archive or the target.`,
+replayed to the end of the archive or the target.
+
+At boot (contrib/systemd/pgkeep-restore.service), --if-not-exists does
+nothing when the directory already holds a cluster (PG_VERSION,
+global/pg_control or postmaster.pid; any other non-empty directory is still
+refused), and --if-backup-exists does nothing when the repository is not
+there yet or holds no complete backup; each exits 0 and says so. A
+repository that cannot be read (unreachable, bad credentials, no such
+bucket) is an error, never "no backup".
+
+Run as root, restore gives the data directory and every file it writes to
+the user PostgreSQL runs as: --owner, else the owner of the target or its
+nearest existing parent when that is not root, else postgres; and it
+checks first that this user can reach the directory and read what the
+restore_command uses (this binary, the config file, key files). Not as
+root, the files stay the invoking user's.`,
 		Example: `  pgkeep restore --repo s3://bucket/prod --pgdata /var/lib/postgresql/15/main
+  pgkeep restore --if-not-exists --if-backup-exists --pgdata /var/lib/postgresql/15/main
   pgkeep restore --pgdata /srv/pitr --target-time '2026-11-24 09:59:00+00' --archive-off
   pgkeep restore --pgdata /srv/pitr --tablespace-map 16401=/srv/pitr-ts`,
 		Args: exactArgs(0, "no arguments (the target directory is --pgdata)"),
@@ -73,7 +91,17 @@ replayed to the end of the archive or the target.`,
 			if err != nil {
 				return &usageError{err}
 			}
-			r, cfg, err := a.openRepo(cmd)
+			cfg, err := a.loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			// Who gets the files is settled before the repository is
+			// opened: an impossible --owner is refused at once.
+			o, err := restore.ResolveOwner(owner, pgdata, restore.HostSystem())
+			if err != nil {
+				return &usageError{err}
+			}
+			r, err := a.openRepoWith(cmd, cfg)
 			if err != nil {
 				return err
 			}
@@ -87,14 +115,32 @@ replayed to the end of the archive or the target.`,
 				RestoreCommand:     restoreCommand(cfg),
 				RecoveryEndCommand: recoveryEndCommand(),
 				ArchiveOff:         archiveOff,
-				Progress:           a.progress(quiet),
+				IfNotExists:        ifNotExists,
+				IfBackupExists:     ifBackupExists,
+				Owner:              o,
+				ServerReads:        serverReads(cfg),
+				Progress:           a.progress(quiet || asJSON),
 			})
 			if err != nil {
 				return err
 			}
-			if !quiet {
-				fmt.Fprintf(a.stdout, "restored backup %s into %s: %d files, %s, in %s\n", res.Backup.ID, pgdata, res.Files,
-					units.Bytes(res.Bytes), units.Duration(res.Duration))
+			switch {
+			case asJSON:
+				return a.printJSON(restoreReport(pgdata, res))
+			case quiet:
+			case res.Skipped != "":
+				flag := "--if-backup-exists"
+				if res.Skipped == restore.SkipCluster {
+					flag = "--if-not-exists"
+				}
+				fmt.Fprintf(a.stdout, "nothing restored (%s): %s\n", flag, res.Reason)
+			default:
+				owned := ""
+				if res.Owner != nil {
+					owned = ", owned by " + res.Owner.Name
+				}
+				fmt.Fprintf(a.stdout, "restored backup %s into %s: %d files, %s, in %s%s\n", res.Backup.ID, pgdata, res.Files,
+					units.Bytes(res.Bytes), units.Duration(res.Duration), owned)
 				fmt.Fprintf(a.stdout, "start PostgreSQL on it (pg_ctl -D %s start); it replays the archived WAL first\n", pgdata)
 			}
 			return nil
@@ -113,22 +159,78 @@ replayed to the end of the archive or the target.`,
 	f.StringArrayVar(&tsMap, "tablespace-map", nil, "restore tablespace OID at PATH instead of its original location (OID=PATH, repeatable)")
 	f.BoolVar(&standby, "standby", false, "write standby.signal: keep following the archive as a standby")
 	f.BoolVar(&archiveOff, "archive-off", false, "write archive_mode = off, so a side restore does not archive into the repository")
+	f.BoolVar(&ifNotExists, "if-not-exists", false, "do nothing (exit 0) when --pgdata already holds a cluster; for boot scripts")
+	f.BoolVar(&ifBackupExists, "if-backup-exists", false, "do nothing (exit 0) when the repository is not there yet or holds no complete backup; for boot scripts")
+	f.StringVar(&owner, "owner", "", "as root: give the restored files to USER[:GROUP] (default: the owner of the target's parent, else postgres)")
+	f.BoolVar(&asJSON, "json", false, "print what was done as JSON")
 	f.BoolVarP(&quiet, "quiet", "q", false, "print nothing but errors")
 	return cmd
+}
+
+// restoreJSON is what restore --json prints.
+type restoreJSON struct {
+	Outcome string  `json:"outcome"`           // "restored" or "skipped"
+	Skipped string  `json:"skipped,omitempty"` // why: cluster-exists, no-repository, no-backup
+	Reason  string  `json:"reason,omitempty"`
+	PGData  string  `json:"pgdata"`
+	Backup  string  `json:"backup,omitempty"`
+	Files   int     `json:"files,omitempty"`
+	Bytes   int64   `json:"bytes,omitempty"`
+	Owner   string  `json:"owner,omitempty"`
+	Seconds float64 `json:"seconds"`
+}
+
+func restoreReport(pgdata string, res *restore.Result) restoreJSON {
+	out := restoreJSON{Outcome: "restored", PGData: pgdata, Seconds: res.Duration.Seconds()}
+	if res.Skipped != "" {
+		out.Outcome, out.Skipped, out.Reason = "skipped", string(res.Skipped), res.Reason
+		return out
+	}
+	out.Backup, out.Files, out.Bytes = res.Backup.ID, res.Files, res.Bytes
+	if res.Owner != nil {
+		out.Owner = res.Owner.Name
+	}
+	return out
+}
+
+// serverReads lists what the restored server reads through the
+// restore_command this restore writes: the restore checks that the user
+// it runs as can read each.
+func serverReads(cfg *config.Config) []restore.NamedPath {
+	reads := []restore.NamedPath{{Path: selfPath(), What: "the pgkeep binary its restore_command runs"}}
+	if cfg.File != "" {
+		reads = append(reads, restore.NamedPath{Path: cfg.File, What: "the config file its restore_command reads"})
+	}
+	if cfg.AgeIdentity != "" {
+		reads = append(reads, restore.NamedPath{Path: cfg.AgeIdentity, What: "the age identity file (age-identity)"})
+	}
+	if cfg.S3.CABundle != "" {
+		reads = append(reads, restore.NamedPath{Path: cfg.S3.CABundle, What: "the CA bundle (s3-ca-bundle)"})
+	}
+	if cfg.Repo.Scheme == "file" {
+		reads = append(reads, restore.NamedPath{Path: cfg.Repo.Path, What: "the repository"})
+	}
+	return reads
+}
+
+// selfPath is this binary's path, symlinks resolved: what the recovery
+// settings run.
+func selfPath() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return "pgkeep"
+	}
+	if p, err := filepath.EvalSymlinks(exe); err == nil {
+		exe = p
+	}
+	return exe
 }
 
 // restoreCommand builds the restore_command: this binary, wal-fetch, and
 // the repository settings that were given explicitly. Credentials are never
 // part of it.
 func restoreCommand(cfg *config.Config) string {
-	exe, err := os.Executable()
-	if err != nil {
-		exe = "pgkeep"
-	}
-	if p, err := filepath.EvalSymlinks(exe); err == nil {
-		exe = p
-	}
-	parts := []string{shellQuote(exe), "wal-fetch"}
+	parts := []string{shellQuote(selfPath()), "wal-fetch"}
 	if cfg.File != "" {
 		parts = append(parts, "--config", shellQuote(cfg.File))
 	}
@@ -142,14 +244,7 @@ func restoreCommand(cfg *config.Config) string {
 // recoveryEndCommand removes the wal-fetch prefetch spool at the end of
 // recovery (PostgreSQL runs it in the data directory).
 func recoveryEndCommand() string {
-	exe, err := os.Executable()
-	if err != nil {
-		return ""
-	}
-	if p, err := filepath.EvalSymlinks(exe); err == nil {
-		exe = p
-	}
-	return strings.ReplaceAll(shellQuote(exe), "%", "%%") + " wal-prefetch --clean"
+	return strings.ReplaceAll(shellQuote(selfPath()), "%", "%%") + " wal-prefetch --clean"
 }
 
 // shellQuote quotes s for /bin/sh unless it is plainly safe.

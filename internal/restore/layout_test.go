@@ -26,7 +26,7 @@ func TestCreateFilesKeepsWrittenData(t *testing.T) {
 			{Path: "global/pg_control", Size: 8192},
 		},
 	}}
-	if _, err := layout(pgdata, m, nil); err != nil {
+	if _, err := layout(pgdata, m, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	files := &fileCache{root: pgdata}

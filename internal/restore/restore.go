@@ -45,14 +45,54 @@ type Options struct {
 	// ArchiveOff writes archive_mode = off, for a side restore that must
 	// not archive into the repository it came from.
 	ArchiveOff bool
-	Progress   progress.Reporter
+	// IfNotExists leaves a target that already holds a cluster alone
+	// (Result.Skipped = SkipCluster); any other non-empty target is still
+	// refused (ErrNotEmpty).
+	IfNotExists bool
+	// IfBackupExists does nothing (Result.Skipped) when the repository is
+	// not there yet (no identity record) or holds no complete backup. A
+	// repository that cannot be read is an error, never "no backup".
+	IfBackupExists bool
+	// Owner, if set, is given every directory and file the restore
+	// creates (see ResolveOwner), and must be able to reach the data
+	// directory and read ServerReads.
+	Owner *Owner
+	// ServerReads are the files the restored server's restore_command
+	// reads (the pgkeep binary, its config file, key files), checked
+	// before anything is written when Owner is set.
+	ServerReads []NamedPath
+	Progress    progress.Reporter
 }
+
+// NamedPath is a path and what it is, for messages.
+type NamedPath struct {
+	Path, What string
+}
+
+// Skip says why a restore did nothing.
+type Skip string
+
+const (
+	// SkipCluster: the target already holds a cluster (IfNotExists).
+	SkipCluster Skip = "cluster-exists"
+	// SkipNoRepository: there is no repository at the location yet
+	// (IfBackupExists): the first boot of a new deployment.
+	SkipNoRepository Skip = "no-repository"
+	// SkipNoBackup: the repository holds no complete backup yet
+	// (IfBackupExists).
+	SkipNoBackup Skip = "no-backup"
+)
 
 // ErrNotEmpty means the target directory already holds files.
 var ErrNotEmpty = errors.New("target directory is not empty")
 
 // Result describes a restore.
 type Result struct {
+	// Skipped, if not "", says why nothing was restored, and Reason says
+	// it in words; the other fields are then zero.
+	Skipped     Skip
+	Reason      string
+	Owner       *Owner // who the files were given to; nil: the invoking user
 	Backup      *catalog.Manifest
 	Tablespaces map[string]string // OID -> location restored to
 	Files       int
@@ -60,7 +100,10 @@ type Result struct {
 	Duration    time.Duration
 }
 
-// Run restores into opts.PGData, which must be empty or absent.
+// Run restores into opts.PGData, which must be empty or absent. With
+// IfNotExists or IfBackupExists it may do nothing instead (Result.Skipped;
+// section 6.3 of docs/design.md has the rules), and with an Owner every
+// file it creates is given to that user.
 func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	began := time.Now()
 	if opts.Workers < 1 {
@@ -76,12 +119,36 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	if !filepath.IsAbs(opts.PGData) {
 		return nil, fmt.Errorf("--pgdata %q must be an absolute path", opts.PGData)
 	}
-	if err := checkEmpty(opts.PGData); err != nil {
+	target, err := Inspect(opts.PGData)
+	if err != nil {
+		return nil, err
+	}
+	skip := func(why Skip, reason string) (*Result, error) {
+		return &Result{Skipped: why, Reason: reason, Duration: time.Since(began)}, nil
+	}
+	if opts.IfNotExists && target.Kind == DirCluster {
+		// Before the repository is read: a machine whose data is there
+		// boots without it.
+		return skip(SkipCluster, fmt.Sprintf("%s already holds %s", opts.PGData, target.Describe()))
+	}
+	if err := refuseNonEmpty(opts.PGData, target, opts.IfNotExists); err != nil {
 		return nil, err
 	}
 	cat, err := catalog.Load(ctx, r)
+	if opts.IfBackupExists && errors.Is(err, repo.ErrNoRepository) {
+		// Only a positive "not there" gets here (storage.ErrNotFound);
+		// an unreachable or misconfigured store is an error below.
+		return skip(SkipNoRepository, fmt.Sprintf("there is no pgkeep repository at %s yet (no pgkeep.json)", r.Location()))
+	}
 	if err != nil {
 		return nil, err
+	}
+	if opts.IfBackupExists && len(cat.Backups) == 0 {
+		reason := fmt.Sprintf("the repository %s holds no complete backup yet", r.Location())
+		if n := len(cat.Incomplete()); n > 0 {
+			reason += fmt.Sprintf(" (%d incomplete: in progress or interrupted)", n)
+		}
+		return skip(SkipNoBackup, reason)
 	}
 	id := cat.Identity
 	m, chain, err := ChooseBackup(cat.Backups, cat.WAL, cat.Histories, opts.BackupID, opts.Target)
@@ -114,15 +181,32 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 			return nil, fmt.Errorf("--tablespace-map %s: backup %s has no tablespace with OID %s", oid, m.ID, oid)
 		}
 	}
+	if o := opts.Owner; o != nil {
+		// Before anything is written: the server, running as the owner,
+		// must reach its directories and read what restore_command uses.
+		if err := o.CheckReaches(opts.PGData, "the data directory"); err != nil {
+			return nil, err
+		}
+		for _, loc := range tablespaceLocations(m, opts.TablespaceMap) {
+			if err := o.CheckReaches(loc, "the tablespace directory"); err != nil {
+				return nil, err
+			}
+		}
+		for _, f := range opts.ServerReads {
+			if err := o.CheckReads(f.Path, f.What); err != nil {
+				return nil, err
+			}
+		}
+	}
 	rep.Logf("restoring backup %s (%s, LSN %s) into %s", m.ID, units.Bytes(m.Size), m.StopLSN, opts.PGData)
 
-	if err := os.MkdirAll(opts.PGData, 0o700); err != nil {
+	if err := mkdirAllOwned(opts.PGData, opts.Owner); err != nil {
 		return nil, fmt.Errorf("creating %s: %w", opts.PGData, err)
 	}
 	if err := os.Chmod(opts.PGData, 0o700); err != nil {
 		return nil, err
 	}
-	tsMap, err := layout(opts.PGData, m, opts.TablespaceMap)
+	tsMap, err := layout(opts.PGData, m, opts.TablespaceMap, opts.Owner)
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +226,10 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 			return nil, fmt.Errorf("writing %s: %w", walarchive.ArchiveEndMarker, err)
 		}
 	}
-	if err := syncTree(opts.PGData, tsMap); err != nil {
+	// Every file and directory is given to the owner here, before
+	// pg_control is installed (under its temporary name, it is given
+	// too), and the fsync makes the new owners durable with the data.
+	if err := syncTree(opts.PGData, tsMap, opts.Owner); err != nil {
 		return nil, err
 	}
 	// pg_control goes last: until it exists PostgreSQL refuses to start,
@@ -153,7 +240,7 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	if err := syncDir(filepath.Join(opts.PGData, "global")); err != nil {
 		return nil, err
 	}
-	return &Result{Backup: m, Tablespaces: tsMap, Files: len(m.Files), Bytes: m.Size, Duration: time.Since(began)}, nil
+	return &Result{Owner: opts.Owner, Backup: m, Tablespaces: tsMap, Files: len(m.Files), Bytes: m.Size, Duration: time.Since(began)}, nil
 }
 
 // controlTemp is where pg_control is written until the restore is done.
@@ -167,26 +254,61 @@ func destPath(path string) string {
 	return path
 }
 
+// checkEmpty refuses a target that is not empty (ErrNotEmpty).
 func checkEmpty(dir string) error {
-	entries, err := os.ReadDir(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
+	st, err := Inspect(dir)
 	if err != nil {
-		return fmt.Errorf("checking target directory: %w", err)
+		return err
 	}
-	if len(entries) > 0 {
-		if _, err := os.Stat(filepath.Join(dir, "postmaster.pid")); err == nil {
-			return fmt.Errorf("%w: %s holds postmaster.pid, so a PostgreSQL server may be running there; stop it and restore into an empty directory", ErrNotEmpty, dir)
+	return refuseNonEmpty(dir, st, false)
+}
+
+// tablespaceLocations returns where the backup's tablespaces go.
+func tablespaceLocations(m *catalog.Manifest, remap map[string]string) []string {
+	var out []string
+	for _, ts := range m.Tablespaces {
+		loc := ts.Location
+		if to, ok := remap[ts.OID]; ok {
+			loc = to
 		}
-		return fmt.Errorf("%w: %s has %d entries (for example %s); restore only into an empty or new directory", ErrNotEmpty, dir, len(entries), entries[0].Name())
+		out = append(out, loc)
+	}
+	return out
+}
+
+// mkdirAllOwned is os.MkdirAll(dir, 0700) that gives each directory it
+// creates to owner (if not nil), so that a new data directory's parents
+// do not stay root's and unreachable.
+func mkdirAllOwned(dir string, owner *Owner) error {
+	if owner == nil {
+		return os.MkdirAll(dir, 0o700)
+	}
+	var missing []string
+	for p := filepath.Clean(dir); ; p = filepath.Dir(p) {
+		if _, err := os.Stat(p); err == nil {
+			break
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		missing = append(missing, p)
+		if p == "/" || p == "." {
+			break
+		}
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		if err := os.Mkdir(missing[i], 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+		if err := os.Lchown(missing[i], owner.UID, owner.GID); err != nil {
+			return fmt.Errorf("giving %s to %s: %w", missing[i], owner, err)
+		}
 	}
 	return nil
 }
 
 // layout creates directories and tablespace links, and returns the
 // tablespace locations used (OID -> path).
-func layout(pgdata string, m *catalog.Manifest, remap map[string]string) (map[string]string, error) {
+func layout(pgdata string, m *catalog.Manifest, remap map[string]string, owner *Owner) (map[string]string, error) {
 	tsMap := map[string]string{}
 	for _, ts := range m.Tablespaces {
 		loc := ts.Location
@@ -199,7 +321,7 @@ func layout(pgdata string, m *catalog.Manifest, remap map[string]string) (map[st
 		if err := checkEmpty(loc); err != nil {
 			return nil, fmt.Errorf("tablespace %s: %w (remap it with --tablespace-map %s=/new/path)", ts.OID, err, ts.OID)
 		}
-		if err := os.MkdirAll(loc, 0o700); err != nil {
+		if err := mkdirAllOwned(loc, owner); err != nil {
 			return nil, fmt.Errorf("creating tablespace %s at %s: %w", ts.OID, loc, err)
 		}
 		tsMap[ts.OID] = loc
@@ -596,7 +718,10 @@ func quoteConf(v string) string {
 // written (sync_file_range), so most fsyncs only wait for the journal.
 // Unlike syncfs(2), it never waits for other programs' dirty data on the
 // same file system, which on a busy host can be gigabytes.
-func syncTree(pgdata string, tsMap map[string]string) error {
+//
+// With an owner, each path is given to it first (symlinks too, with
+// lchown), so that its fsync also makes the owner durable.
+func syncTree(pgdata string, tsMap map[string]string, owner *Owner) error {
 	roots := []string{pgdata}
 	for _, loc := range tsMap {
 		roots = append(roots, loc)
@@ -609,7 +734,11 @@ func syncTree(pgdata string, tsMap map[string]string) error {
 				return err
 			}
 			if d.Type()&fs.ModeSymlink == 0 {
-				g.Go(func() error { return syncPath(p) })
+				g.Go(func() error { return syncPath(p, owner) })
+			} else if owner != nil {
+				if err := os.Lchown(p, owner.UID, owner.GID); err != nil {
+					return fmt.Errorf("giving %s to %s: %w", p, owner, err)
+				}
 			}
 			return nil
 		})
@@ -625,12 +754,17 @@ func syncTree(pgdata string, tsMap map[string]string) error {
 // journal batch concurrent ones.
 const syncParallel = 16
 
-func syncPath(p string) error {
+func syncPath(p string, owner *Owner) error {
 	fh, err := os.Open(p)
 	if err != nil {
 		return fmt.Errorf("syncing %s: %w", p, err)
 	}
 	defer fh.Close()
+	if owner != nil {
+		if err := fh.Chown(owner.UID, owner.GID); err != nil {
+			return fmt.Errorf("giving %s to %s: %w", p, owner, err)
+		}
+	}
 	if err := fh.Sync(); err != nil {
 		return fmt.Errorf("syncing %s: %w", p, err)
 	}

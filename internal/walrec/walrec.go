@@ -115,7 +115,7 @@ type Parser struct {
 	head     []byte
 	headCap  int
 	headNeed int
-	out     Record // handed to fn, reused
+	out      Record // handed to fn, reused
 }
 
 // NewParser returns a Parser for the segment starting at start, calling fn

@@ -467,7 +467,9 @@ func (s *Summary) Encode() []byte {
 	for d := range s.DBs {
 		dbs = append(dbs, d)
 	}
-	sort.Slice(dbs, func(i, j int) bool { return dbs[i].SpcOID < dbs[j].SpcOID || dbs[i].SpcOID == dbs[j].SpcOID && dbs[i].DBOID < dbs[j].DBOID })
+	sort.Slice(dbs, func(i, j int) bool {
+		return dbs[i].SpcOID < dbs[j].SpcOID || dbs[i].SpcOID == dbs[j].SpcOID && dbs[i].DBOID < dbs[j].DBOID
+	})
 	put(uint64(len(dbs)))
 	for _, d := range dbs {
 		put(uint64(d.SpcOID))
