@@ -75,7 +75,7 @@ func exitCode(err error, stderr io.Writer) int {
 	case errors.As(err, &ue), errors.Is(err, restore.ErrOwner):
 		code = exitUsage
 	case errors.Is(err, repo.ErrConflict), errors.Is(err, repo.ErrForeignCluster), errors.Is(err, errRefused),
-		errors.Is(err, restore.ErrNotEmpty), errors.Is(err, repo.ErrKeys), errors.Is(err, pgversion.ErrUnsupported):
+		errors.Is(err, restore.ErrNotEmpty), errors.Is(err, restore.ErrDeltaTarget), errors.Is(err, repo.ErrKeys), errors.Is(err, pgversion.ErrUnsupported):
 		code = exitRefused
 	case errors.Is(err, envelope.ErrCorrupt):
 		code = exitCorrupt

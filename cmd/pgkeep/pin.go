@@ -17,14 +17,20 @@ func (a *app) newPinCmd(pin bool) *cobra.Command {
 	return &cobra.Command{
 		Use:   use,
 		Short: short,
-		Args:  exactArgs(1, "a backup id"),
+		Long: short + `.
+
+expire never removes a pinned backup, nor any backup a pinned incremental
+backup depends on: pinning an incremental backup keeps its whole chain, back
+to its full backup, and the WAL from that full backup's start.`,
+		Args: exactArgs(1, "a backup id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			r, _, err := a.openRepo(cmd)
 			if err != nil {
 				return err
 			}
 			id := args[0]
-			if _, err := catalog.ReadManifest(cmd.Context(), r, id); err != nil {
+			m, err := catalog.ReadManifest(cmd.Context(), r, id)
+			if err != nil {
 				return err
 			}
 			if pin {
@@ -35,7 +41,11 @@ func (a *app) newPinCmd(pin bool) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(a.stdout, "backup %s is pinned\n", id)
+				if deps := m.DependsOn(); len(deps) > 0 {
+					fmt.Fprintf(a.stdout, "backup %s is pinned, with the %d backups it depends on\n", id, len(deps))
+				} else {
+					fmt.Fprintf(a.stdout, "backup %s is pinned\n", id)
+				}
 				return nil
 			}
 			if err := r.Delete(cmd.Context(), repo.Pin(id)); err != nil {

@@ -21,7 +21,7 @@ func (a *app) newRestoreCmd() *cobra.Command {
 		target                                  restore.Target
 		tsMap                                   []string
 		standby, archiveOff, quiet, asJSON      bool
-		ifNotExists, ifBackupExists             bool
+		ifNotExists, ifBackupExists, delta      bool
 		owner                                   string
 	)
 	cmd := &cobra.Command{
@@ -54,6 +54,17 @@ there yet or holds no complete backup; each exits 0 and says so. A
 repository that cannot be read (unreachable, bad credentials, no such
 bucket) is an error, never "no backup".
 
+--delta restores into an existing data directory of the same cluster (the
+system identifier in its pg_control must be the repository's), its server
+stopped: it compares every file with the backup by checksum (relation
+files 128 KiB chunk by chunk), fetches only the data objects that hold
+something that differs, writes only that, and removes every file the
+backup does not have (pg_wal's content too: WAL comes from the archive).
+pg_control is moved aside first and put back last, so an interrupted delta
+restore cannot be started, and can be run again. Use it to rewind a
+cluster, or to resync a diverged former primary, without fetching the
+whole backup. An empty or absent --pgdata is restored as usual.
+
 Run as root, restore gives the data directory and every file it writes to
 the user PostgreSQL runs as: --owner, else the owner of the target or its
 nearest existing parent when that is not root, else postgres; and it
@@ -63,13 +74,17 @@ root, the files stay the invoking user's.`,
 		Example: `  pgkeep restore --repo s3://bucket/prod --pgdata /var/lib/postgresql/15/main
   pgkeep restore --if-not-exists --if-backup-exists --pgdata /var/lib/postgresql/15/main
   pgkeep restore --pgdata /srv/pitr --target-time '2026-11-24 09:59:00+00' --archive-off
-  pgkeep restore --pgdata /srv/pitr --tablespace-map 16401=/srv/pitr-ts`,
+  pgkeep restore --pgdata /srv/pitr --tablespace-map 16401=/srv/pitr-ts
+  pg_ctl -D /var/lib/postgresql/15/main stop && pgkeep restore --delta --pgdata /var/lib/postgresql/15/main`,
 		Args: exactArgs(0, "no arguments (the target directory is --pgdata)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if pgdata == "" {
 				return &usageError{fmt.Errorf("restore needs --pgdata DIR: an empty or new directory to restore into")}
 			}
 			pgdata = filepath.Clean(absPath(pgdata))
+			if delta && ifNotExists {
+				return &usageError{fmt.Errorf("--delta writes over an existing cluster, --if-not-exists leaves one alone: choose one")}
+			}
 			if targetTime != "" {
 				t, err := parseTime(targetTime)
 				if err != nil {
@@ -116,6 +131,7 @@ root, the files stay the invoking user's.`,
 				RecoveryEndCommand: recoveryEndCommand(),
 				ArchiveOff:         archiveOff,
 				IfNotExists:        ifNotExists,
+				Delta:              delta,
 				IfBackupExists:     ifBackupExists,
 				Owner:              o,
 				ServerReads:        serverReads(cfg),
@@ -139,8 +155,13 @@ root, the files stay the invoking user's.`,
 				if res.Owner != nil {
 					owned = ", owned by " + res.Owner.Name
 				}
-				fmt.Fprintf(a.stdout, "restored backup %s into %s: %d files, %s, in %s%s\n", res.Backup.ID, pgdata, res.Files,
-					units.Bytes(res.Bytes), units.Duration(res.Duration), owned)
+				if d := res.Delta; d != nil {
+					fmt.Fprintf(a.stdout, "delta-restored backup %s into %s: %s written of %s (%s compared, %d of %d objects fetched, %d entries removed), in %s%s\n",
+						res.Backup.ID, pgdata, units.Bytes(d.Written), units.Bytes(res.Backup.Size), units.Bytes(d.Compared), d.Fetched, d.Objects, d.Removed, units.Duration(res.Duration), owned)
+				} else {
+					fmt.Fprintf(a.stdout, "restored backup %s into %s: %d files, %s, in %s%s\n", res.Backup.ID, pgdata, res.Files,
+						units.Bytes(res.Bytes), units.Duration(res.Duration), owned)
+				}
 				fmt.Fprintf(a.stdout, "start PostgreSQL on it (pg_ctl -D %s start); it replays the archived WAL first\n", pgdata)
 			}
 			return nil
@@ -159,6 +180,7 @@ root, the files stay the invoking user's.`,
 	f.StringArrayVar(&tsMap, "tablespace-map", nil, "restore tablespace OID at PATH instead of its original location (OID=PATH, repeatable)")
 	f.BoolVar(&standby, "standby", false, "write standby.signal: keep following the archive as a standby")
 	f.BoolVar(&archiveOff, "archive-off", false, "write archive_mode = off, so a side restore does not archive into the repository")
+	f.BoolVar(&delta, "delta", false, "restore into an existing, stopped data directory of this cluster, writing only what differs")
 	f.BoolVar(&ifNotExists, "if-not-exists", false, "do nothing (exit 0) when --pgdata already holds a cluster; for boot scripts")
 	f.BoolVar(&ifBackupExists, "if-backup-exists", false, "do nothing (exit 0) when the repository is not there yet or holds no complete backup; for boot scripts")
 	f.StringVar(&owner, "owner", "", "as root: give the restored files to USER[:GROUP] (default: the owner of the target's parent, else postgres)")
@@ -178,6 +200,8 @@ type restoreJSON struct {
 	Bytes   int64   `json:"bytes,omitempty"`
 	Owner   string  `json:"owner,omitempty"`
 	Seconds float64 `json:"seconds"`
+	// Delta is what a delta restore compared, wrote and removed.
+	Delta *restore.DeltaStats `json:"delta,omitempty"`
 }
 
 func restoreReport(pgdata string, res *restore.Result) restoreJSON {
@@ -186,7 +210,7 @@ func restoreReport(pgdata string, res *restore.Result) restoreJSON {
 		out.Outcome, out.Skipped, out.Reason = "skipped", string(res.Skipped), res.Reason
 		return out
 	}
-	out.Backup, out.Files, out.Bytes = res.Backup.ID, res.Files, res.Bytes
+	out.Backup, out.Files, out.Bytes, out.Delta = res.Backup.ID, res.Files, res.Bytes, res.Delta
 	if res.Owner != nil {
 		out.Owner = res.Owner.Name
 	}

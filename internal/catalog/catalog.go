@@ -20,6 +20,8 @@ type Catalog struct {
 	WAL     *WALIndex
 	// Histories are the timeline history files, parsed.
 	Histories Histories
+	// Summaries are the stored WAL summaries (walsum), by segment.
+	Summaries []repo.SummaryObject
 	// Other is what the repository holds besides WAL and backups (the
 	// identity record, the encryption key).
 	Other int64
@@ -62,7 +64,7 @@ func Load(ctx context.Context, r *repo.Repo) (*Catalog, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Catalog{Identity: id, Entries: l.Backups, Other: l.Other, WAL: IndexWAL(l.WAL, id.WalSegSize)}
+	c := &Catalog{Identity: id, Entries: l.Backups, Other: l.Other, WAL: IndexWAL(l.WAL, id.WalSegSize), Summaries: l.Summaries}
 	var complete []string
 	for _, e := range l.Backups {
 		if e.Complete {

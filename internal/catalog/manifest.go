@@ -19,6 +19,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sort"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -267,6 +268,28 @@ type Summary struct {
 
 // Incremental reports whether the backup builds on another.
 func (s *Summary) Incremental() bool { return s.Type == "incremental" }
+
+// DependsOn lists the backups an incremental backup needs, in id order:
+// its parent, and every backup whose data objects it refers to (nil for
+// a full backup). It needs only the summary, so it is known without the
+// key of an encrypted repository.
+func (s *Summary) DependsOn() []string {
+	if s.Parent == "" {
+		return nil
+	}
+	seen := map[string]bool{s.Parent: true}
+	for _, o := range s.Objects {
+		if o.Backup != "" {
+			seen[o.Backup] = true
+		}
+	}
+	out := make([]string, 0, len(seen))
+	for id := range seen {
+		out = append(out, id)
+	}
+	sort.Strings(out)
+	return out
+}
 
 // Contents is the part of a manifest that says what the backup holds.
 type Contents struct {

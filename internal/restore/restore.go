@@ -61,7 +61,12 @@ type Options struct {
 	// reads (the pgkeep binary, its config file, key files), checked
 	// before anything is written when Owner is set.
 	ServerReads []NamedPath
-	Progress    progress.Reporter
+	// Delta restores into an existing data directory of the same cluster,
+	// its server stopped, writing only what differs from the backup and
+	// removing what the backup does not have (delta.go). An empty target
+	// is restored as usual.
+	Delta    bool
+	Progress progress.Reporter
 }
 
 // NamedPath is a path and what it is, for messages.
@@ -98,6 +103,8 @@ type Result struct {
 	Files       int
 	Bytes       int64
 	Duration    time.Duration
+	// Delta is what a delta restore compared and wrote (nil otherwise).
+	Delta *DeltaStats
 }
 
 // Run restores into opts.PGData, which must be empty or absent. With
@@ -131,8 +138,14 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 		// boots without it.
 		return skip(SkipCluster, fmt.Sprintf("%s already holds %s", opts.PGData, target.Describe()))
 	}
-	if err := refuseNonEmpty(opts.PGData, target, opts.IfNotExists); err != nil {
-		return nil, err
+	delta := opts.Delta && target.Kind != DirEmpty
+	if delta && target.Kind == DirOther {
+		return nil, fmt.Errorf("%w: %s holds %d entries (for example %s) but no PostgreSQL cluster", ErrDeltaTarget, opts.PGData, target.Entries, target.Example)
+	}
+	if !delta {
+		if err := refuseNonEmpty(opts.PGData, target, opts.IfNotExists); err != nil {
+			return nil, err
+		}
 	}
 	cat, err := catalog.Load(ctx, r)
 	if opts.IfBackupExists && errors.Is(err, repo.ErrNoRepository) {
@@ -198,6 +211,11 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 			}
 		}
 	}
+	if delta {
+		if err := checkDeltaTarget(opts.PGData, id.SystemIdentifier, m.PGMajor); err != nil {
+			return nil, err
+		}
+	}
 	rep.Logf("restoring backup %s (%s, LSN %s) into %s", m.ID, units.Bytes(m.Size), m.StopLSN, opts.PGData)
 
 	if err := mkdirAllOwned(opts.PGData, opts.Owner); err != nil {
@@ -206,12 +224,23 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	if err := os.Chmod(opts.PGData, 0o700); err != nil {
 		return nil, err
 	}
-	tsMap, err := layout(opts.PGData, m, opts.TablespaceMap, opts.Owner)
-	if err != nil {
+	var tsMap map[string]string
+	targets := allTargets(m)
+	var stats *DeltaStats
+	written := m.Size
+	if delta {
+		stats = &DeltaStats{}
+		if tsMap, targets, err = prepareDelta(ctx, opts, m, stats); err != nil {
+			return nil, err
+		}
+		written = stats.Written
+		rep.Logf("delta: %s of %s differ (%d of %d objects to fetch); removed %d entries the backup does not have",
+			units.Bytes(stats.Written), units.Bytes(m.Size), stats.Fetched, stats.Objects, stats.Removed)
+	} else if tsMap, err = layout(opts.PGData, m, opts.TablespaceMap, opts.Owner); err != nil {
 		return nil, err
 	}
-	rep.Begin("restore "+m.ID, m.Size)
-	err = fetchAndCreate(ctx, r, opts.PGData, m, allTargets(m), opts.Workers, rep)
+	rep.Begin("restore "+m.ID, written)
+	err = fetchAndCreate(ctx, r, opts.PGData, m, targets, opts.Workers, rep)
 	rep.End()
 	if err != nil {
 		return nil, err
@@ -240,7 +269,34 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	if err := syncDir(filepath.Join(opts.PGData, "global")); err != nil {
 		return nil, err
 	}
-	return &Result{Owner: opts.Owner, Backup: m, Tablespaces: tsMap, Files: len(m.Files), Bytes: m.Size, Duration: time.Since(began)}, nil
+	return &Result{Owner: opts.Owner, Backup: m, Tablespaces: tsMap, Files: len(m.Files), Bytes: written, Duration: time.Since(began), Delta: stats}, nil
+}
+
+// prepareDelta readies an existing data directory for a delta restore:
+// pg_control aside, tablespace links and directories as the backup has
+// them, what it does not have removed; and returns what to write.
+func prepareDelta(ctx context.Context, opts Options, m *catalog.Manifest, st *DeltaStats) (map[string]string, map[catalog.ObjectRef][]target, error) {
+	if err := moveControlAside(opts.PGData); err != nil {
+		return nil, nil, err
+	}
+	tsMap, err := deltaLayout(opts.PGData, m, opts.TablespaceMap, opts.Owner)
+	if err != nil {
+		return nil, nil, err
+	}
+	if st.Removed, err = removeExtra(opts.PGData, m, tsMap); err != nil {
+		return nil, nil, err
+	}
+	// The directories and parents the backup has, as for any restore
+	// (existing ones are left as they are).
+	if err := makeDirs(opts.PGData, m, tsMap); err != nil {
+		return nil, nil, err
+	}
+	targets, err := deltaTargets(ctx, opts.PGData, m, opts.Workers, st)
+	if err != nil {
+		return nil, nil, err
+	}
+	deltaObjects(m, targets, st)
+	return tsMap, targets, nil
 }
 
 // controlTemp is where pg_control is written until the restore is done.
@@ -326,17 +382,6 @@ func layout(pgdata string, m *catalog.Manifest, remap map[string]string, owner *
 		}
 		tsMap[ts.OID] = loc
 	}
-	dirs := append([]catalog.Dir(nil), m.Dirs...)
-	sort.Slice(dirs, func(i, j int) bool { return dirs[i].Path < dirs[j].Path })
-	for _, d := range dirs {
-		p := filepath.Join(pgdata, filepath.FromSlash(d.Path))
-		if strings.HasPrefix(d.Path, "pg_tblspc/") {
-			continue // below the links, created once they exist
-		}
-		if err := os.MkdirAll(p, 0o700); err != nil {
-			return nil, fmt.Errorf("creating %s: %w", p, err)
-		}
-	}
 	if err := os.MkdirAll(filepath.Join(pgdata, "pg_tblspc"), 0o700); err != nil {
 		return nil, err
 	}
@@ -345,11 +390,27 @@ func layout(pgdata string, m *catalog.Manifest, remap map[string]string, owner *
 			return nil, fmt.Errorf("linking tablespace %s: %w", oid, err)
 		}
 	}
+	return tsMap, makeDirs(pgdata, m, tsMap)
+}
+
+// makeDirs creates the directories of m, the data directory's first and
+// then those below the tablespace links, and every file's parent.
+func makeDirs(pgdata string, m *catalog.Manifest, tsMap map[string]string) error {
+	dirs := append([]catalog.Dir(nil), m.Dirs...)
+	sort.Slice(dirs, func(i, j int) bool { return dirs[i].Path < dirs[j].Path })
+	for _, d := range dirs {
+		if strings.HasPrefix(d.Path, "pg_tblspc/") {
+			continue // below the links
+		}
+		if err := os.MkdirAll(filepath.Join(pgdata, filepath.FromSlash(d.Path)), 0o700); err != nil {
+			return fmt.Errorf("creating %s: %w", d.Path, err)
+		}
+	}
 	// Directories below tablespace links, now that the links exist.
 	for _, d := range dirs {
 		if strings.HasPrefix(d.Path, "pg_tblspc/") && !isTablespaceLink(d.Path) {
 			if err := os.MkdirAll(filepath.Join(pgdata, filepath.FromSlash(d.Path)), 0o700); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
@@ -358,17 +419,17 @@ func layout(pgdata string, m *catalog.Manifest, remap map[string]string, owner *
 	parents := map[string]bool{}
 	for _, f := range m.Files {
 		if err := checkInside(pgdata, f.Path, tsMap); err != nil {
-			return nil, err
+			return err
 		}
 		parent := filepath.Dir(filepath.Join(pgdata, filepath.FromSlash(destPath(f.Path))))
 		if !parents[parent] {
 			parents[parent] = true
 			if err := os.MkdirAll(parent, 0o700); err != nil {
-				return nil, fmt.Errorf("creating %s: %w", parent, err)
+				return fmt.Errorf("creating %s: %w", parent, err)
 			}
 		}
 	}
-	return tsMap, nil
+	return nil
 }
 
 // createFiles creates every file of the backup at its final size, so that

@@ -25,7 +25,7 @@ func Gather(ctx context.Context, r *repo.Repo, cat *catalog.Catalog, now time.Ti
 			switch {
 			case err == nil:
 				inc.StartLSN, _ = wal.ParseLSN(s.StartLSN)
-				inc.Timeline = s.Timeline
+				inc.Timeline, inc.Parent = s.Timeline, s.Parent
 			case errors.Is(err, storage.ErrNotFound), errors.Is(err, envelope.ErrCorrupt), errors.Is(err, envelope.ErrEncrypted):
 				// Unknown start (gone, damaged, or encrypted by an older
 				// pgkeep): the planner keeps all WAL while it may run.
@@ -37,7 +37,14 @@ func Gather(ctx context.Context, r *repo.Repo, cat *catalog.Catalog, now time.Ti
 	}
 	for _, m := range cat.Backups {
 		e, _ := cat.Entry(m.ID)
-		in.Backups = append(in.Backups, Backup{ID: m.ID, Timeline: m.Timeline, StartLSN: m.Start(), StopTime: m.StopTime, Pinned: e.Pinned})
+		in.Backups = append(in.Backups, Backup{ID: m.ID, Timeline: m.Timeline, StartLSN: m.Start(), StopTime: m.StopTime, Pinned: e.Pinned, DependsOn: m.DependsOn()})
+	}
+	for _, s := range cat.Summaries {
+		seg, err := wal.ParseSegmentName(s.Segment, in.SegSize)
+		if err != nil {
+			continue
+		}
+		in.Summaries = append(in.Summaries, WALFile{Name: s.Segment, Timeline: uint32(seg.TLI), SegNo: seg.No, Kind: wal.KindSegment})
 	}
 	for _, o := range cat.WAL.Objects {
 		if o.Stray {
@@ -56,10 +63,11 @@ func Gather(ctx context.Context, r *repo.Repo, cat *catalog.Catalog, now time.Ti
 	return in, nil
 }
 
-// Apply carries out a plan. The order makes every interruption safe: each
-// expired backup's completion record goes first (repo.DeleteBackup: it
+// Apply carries out a plan. The order makes every interruption safe:
+// expired backups go newest first (an incremental one before the backups
+// it needs), each one's completion record first (repo.DeleteBackup: it
 // stops being restorable before anything it needs is touched), then its
-// other objects, then the WAL no kept backup needs. A rerun finishes what an
+// other objects; then the WAL no kept backup needs, and its summaries. A rerun finishes what an
 // interrupted run began: backups without a record are garbage, and the WAL
 // rule is recomputed.
 func Apply(ctx context.Context, r *repo.Repo, p *Plan, log func(string, ...any)) error {
@@ -82,6 +90,11 @@ func Apply(ctx context.Context, r *repo.Repo, p *Plan, log func(string, ...any))
 	}
 	if len(p.DeleteWAL) > 0 {
 		log("removed %d WAL files", len(p.DeleteWAL))
+	}
+	for _, name := range p.DeleteSummaries {
+		if err := r.Delete(ctx, repo.Summary(name)); err != nil {
+			return fmt.Errorf("removing WAL summaries: %w", err)
+		}
 	}
 	return nil
 }

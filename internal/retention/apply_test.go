@@ -49,8 +49,8 @@ func TestApplyInterrupted(t *testing.T) {
 	if len(p.Expire) != 2 || len(p.DeleteWAL) != 9 {
 		t.Fatalf("plan: expire %v, %d WAL files", p.Expire, len(p.DeleteWAL))
 	}
-	// The third delete fails for good: the first backup's record and one
-	// data object are gone.
+	// The third delete fails for good: the newest expired backup's record
+	// and one data object are gone.
 	env.Faults.Inject(faultstore.OnNth(3, faultstore.Match{Op: faultstore.Delete}, storage.Permanent(faultstore.ErrInjected)))
 	if err := Apply(ctx, env.Repo(), p, func(string, ...any) {}); err == nil {
 		t.Fatal("an interrupted expire reported success")
@@ -61,7 +61,7 @@ func TestApplyInterrupted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cat.Backups) != 2 || len(cat.Incomplete()) != 1 || cat.Incomplete()[0].ID != "20261201T080000Z" {
+	if len(cat.Backups) != 2 || len(cat.Incomplete()) != 1 || cat.Incomplete()[0].ID != "20261201T090000Z" {
 		t.Fatalf("after the interruption: %d complete, incomplete %+v", len(cat.Backups), cat.Incomplete())
 	}
 	// The rerun removes the leftovers and what is still due.

@@ -31,6 +31,9 @@ type Backup struct {
 	StartLSN wal.LSN
 	StopTime time.Time
 	Pinned   bool
+	// DependsOn are the backups an incremental backup needs: its parent
+	// and every backup whose data objects it refers to.
+	DependsOn []string
 }
 
 // Incomplete is a backup id without a completion record.
@@ -39,6 +42,7 @@ type Incomplete struct {
 	StartLSN  wal.LSN // 0 if unknown (no started.json)
 	Timeline  uint32
 	LastWrite time.Time
+	Parent    string // the backup it builds on, for an incremental one
 }
 
 // WALFile is an archived WAL file the planner may remove.
@@ -56,6 +60,9 @@ type Input struct {
 	Backups    []Backup // complete, any order
 	Incomplete []Incomplete
 	WAL        []WALFile
+	// Summaries are the segments that have a WAL summary (Name, Timeline
+	// and SegNo set); they go with their segments.
+	Summaries []WALFile
 }
 
 // Plan is what expire will do, and why it keeps what it keeps.
@@ -66,12 +73,16 @@ type Plan struct {
 	InProgress  []string   `json:"in_progress_backups"`
 	DeleteWAL   []string   `json:"delete_wal"`
 	KeptWALFrom []string   `json:"kept_wal_from"` // per timeline: first kept segment
+	// DeleteSummaries are the segments whose WAL summaries go.
+	DeleteSummaries []string `json:"delete_summaries"`
 }
 
 // Decision is a backup and the reason for what happens to it.
 type Decision struct {
 	ID     string `json:"id"`
 	Reason string `json:"reason"`
+	// DependsOn are the backups this one needs (incremental backups).
+	DependsOn []string `json:"depends_on,omitempty"`
 }
 
 // walFloor is the oldest WAL some kept or running backup needs: segments
@@ -82,15 +93,19 @@ type walFloor struct {
 }
 
 // MakePlan computes the plan. It never expires the newest complete backup,
-// a pinned one, or WAL that a kept or in-progress backup needs for
-// recovery to the end of the archive. Timeline history files always stay.
+// a pinned one, a backup a kept or in-progress one depends on (the whole
+// chain of an incremental backup: pinning one protects its chain), or WAL
+// that a kept or in-progress backup needs for recovery to the end of the
+// archive. Timeline history files always stay. Expired backups are listed
+// newest first, the order Apply removes them in: an incremental backup
+// goes before the backups it needs.
 func MakePlan(in Input, p Policy) (*Plan, error) {
 	if p.KeepCount <= 0 && p.KeepWithin <= 0 {
 		return nil, errors.New("give a retention policy: --keep N and/or --keep-within DURATION")
 	}
 	backups := append([]Backup(nil), in.Backups...)
 	sort.Slice(backups, func(i, j int) bool { return backups[i].ID < backups[j].ID })
-	plan := &Plan{Keep: []Decision{}, Expire: []Decision{}, Garbage: []string{}, InProgress: []string{}, DeleteWAL: []string{}, KeptWALFrom: []string{}}
+	plan := &Plan{Keep: []Decision{}, Expire: []Decision{}, Garbage: []string{}, InProgress: []string{}, DeleteWAL: []string{}, KeptWALFrom: []string{}, DeleteSummaries: []string{}}
 
 	reasons := make([]string, len(backups))
 	add := func(i int, why string) {
@@ -127,20 +142,49 @@ func MakePlan(in Input, p Policy) (*Plan, error) {
 		}
 	}
 
-	var floors []walFloor
+	// What kept backups and backups in progress depend on is kept too,
+	// newest first, so that the chain is followed to its full backup.
+	index := map[string]int{}
 	for i, b := range backups {
-		if reasons[i] != "" {
-			plan.Keep = append(plan.Keep, Decision{ID: b.ID, Reason: reasons[i]})
-			floors = append(floors, walFloor{b.Timeline, wal.SegmentOf(b.StartLSN, in.SegSize)})
-		} else {
-			plan.Expire = append(plan.Expire, Decision{ID: b.ID, Reason: "outside the retention policy"})
+		index[b.ID] = i
+	}
+	needs := func(by, why string, deps []string) {
+		for _, d := range deps {
+			if i, ok := index[d]; ok {
+				add(i, fmt.Sprintf("%s %s depends on it", why, by))
+			}
 		}
 	}
+	var running []Incomplete
 	for _, inc := range in.Incomplete {
 		if in.Now.Sub(inc.LastWrite) >= p.GarbageAge {
 			plan.Garbage = append(plan.Garbage, inc.ID)
 			continue
 		}
+		running = append(running, inc)
+		if inc.Parent != "" {
+			needs(inc.ID, "incremental backup in progress", []string{inc.Parent})
+		}
+	}
+	for i := len(backups) - 1; i >= 0; i-- {
+		if reasons[i] != "" {
+			needs(backups[i].ID, "kept incremental backup", backups[i].DependsOn)
+		}
+	}
+
+	var floors []walFloor
+	for i, b := range backups {
+		if reasons[i] != "" {
+			plan.Keep = append(plan.Keep, Decision{ID: b.ID, Reason: reasons[i], DependsOn: b.DependsOn})
+			floors = append(floors, walFloor{b.Timeline, wal.SegmentOf(b.StartLSN, in.SegSize)})
+		}
+	}
+	for i := len(backups) - 1; i >= 0; i-- {
+		if reasons[i] == "" {
+			plan.Expire = append(plan.Expire, Decision{ID: backups[i].ID, Reason: "outside the retention policy", DependsOn: backups[i].DependsOn})
+		}
+	}
+	for _, inc := range running {
 		plan.InProgress = append(plan.InProgress, inc.ID)
 		if inc.StartLSN == 0 {
 			// We do not know where it started: keep all WAL.
@@ -177,6 +221,12 @@ func MakePlan(in Input, p Policy) (*Plan, error) {
 		plan.DeleteWAL = append(plan.DeleteWAL, f.Name)
 	}
 	sort.Strings(plan.DeleteWAL)
+	for _, f := range in.Summaries {
+		if !needed(f) {
+			plan.DeleteSummaries = append(plan.DeleteSummaries, f.Name)
+		}
+	}
+	sort.Strings(plan.DeleteSummaries)
 	for _, name := range firstKept {
 		plan.KeptWALFrom = append(plan.KeptWALFrom, name)
 	}
@@ -187,11 +237,17 @@ func MakePlan(in Input, p Policy) (*Plan, error) {
 // String renders the plan for --dry-run.
 func (p *Plan) String() string {
 	var b strings.Builder
+	deps := func(d Decision) string {
+		if len(d.DependsOn) == 0 {
+			return ""
+		}
+		return " (incremental: needs " + strings.Join(d.DependsOn, ", ") + ")"
+	}
 	for _, d := range p.Keep {
-		fmt.Fprintf(&b, "keep     backup %s: %s\n", d.ID, d.Reason)
+		fmt.Fprintf(&b, "keep     backup %s%s: %s\n", d.ID, deps(d), d.Reason)
 	}
 	for _, d := range p.Expire {
-		fmt.Fprintf(&b, "expire   backup %s: %s\n", d.ID, d.Reason)
+		fmt.Fprintf(&b, "expire   backup %s%s: %s\n", d.ID, deps(d), d.Reason)
 	}
 	for _, id := range p.InProgress {
 		fmt.Fprintf(&b, "keep     incomplete backup %s: may still be running\n", id)

@@ -55,23 +55,23 @@ func TestMakePlan(t *testing.T) {
 		garbage    int
 		wantErr    string
 	}{
-		{name: "keep 2", backups: five, policy: Policy{KeepCount: 2}, keep: "07,09", expire: "01,03,05", walFrom: 70},
-		{name: "keep 1 keeps the newest", backups: five, policy: Policy{KeepCount: 1}, keep: "09", expire: "01,03,05,07", walFrom: 90},
+		{name: "keep 2", backups: five, policy: Policy{KeepCount: 2}, keep: "07,09", expire: "05,03,01", walFrom: 70},
+		{name: "keep 1 keeps the newest", backups: five, policy: Policy{KeepCount: 1}, keep: "09", expire: "07,05,03,01", walFrom: 90},
 		{name: "keep more than exist", backups: five, policy: Policy{KeepCount: 10}, keep: "01,03,05,07,09", expire: "", walFrom: 10},
 		// Window of 4 days from t0: backups finishing after day 6 are inside;
 		// day 5's backup is needed to restore the window's first moment.
-		{name: "window", backups: five, policy: Policy{KeepWithin: 4 * 24 * time.Hour}, keep: "05,07,09", expire: "01,03", walFrom: 50},
-		{name: "window shorter than the newest backup's age", backups: five, policy: Policy{KeepWithin: time.Hour}, keep: "09", expire: "01,03,05,07", walFrom: 90},
+		{name: "window", backups: five, policy: Policy{KeepWithin: 4 * 24 * time.Hour}, keep: "05,07,09", expire: "03,01", walFrom: 50},
+		{name: "window shorter than the newest backup's age", backups: five, policy: Policy{KeepWithin: time.Hour}, keep: "09", expire: "07,05,03,01", walFrom: 90},
 		{name: "count and window together", backups: five, policy: Policy{KeepCount: 4, KeepWithin: 4 * 24 * time.Hour}, keep: "03,05,07,09", expire: "01", walFrom: 30},
-		{name: "pinned is never expired", backups: pinned, policy: Policy{KeepCount: 1}, keep: "01,09", expire: "03,05,07", walFrom: 10},
+		{name: "pinned is never expired", backups: pinned, policy: Policy{KeepCount: 1}, keep: "01,09", expire: "07,05,03", walFrom: 10},
 		{name: "running backup protects its WAL", backups: five, policy: Policy{KeepCount: 1, GarbageAge: time.Hour},
 			incomplete: []Incomplete{{ID: "20261124T110000Z", StartLSN: wal.SegmentStartLSN(95, seg), Timeline: 1, LastWrite: t0.Add(-time.Minute)}},
-			keep:       "09", expire: "01,03,05,07", walFrom: 90},
+			keep:       "09", expire: "07,05,03,01", walFrom: 90},
 		{name: "old incomplete backup is garbage", backups: five, policy: Policy{KeepCount: 1, GarbageAge: time.Hour},
 			incomplete: []Incomplete{{ID: "20261120T000000Z", StartLSN: wal.SegmentStartLSN(60, seg), Timeline: 1, LastWrite: t0.Add(-48 * time.Hour)}},
-			keep:       "09", expire: "01,03,05,07", walFrom: 90, garbage: 1},
+			keep:       "09", expire: "07,05,03,01", walFrom: 90, garbage: 1},
 		{name: "recent incomplete backup of unknown start keeps all WAL", backups: five, policy: Policy{KeepCount: 1, GarbageAge: time.Hour},
-			incomplete: []Incomplete{{ID: "20261124T115900Z", LastWrite: t0}}, keep: "09", expire: "01,03,05,07", walFrom: 10},
+			incomplete: []Incomplete{{ID: "20261124T115900Z", LastWrite: t0}}, keep: "09", expire: "07,05,03,01", walFrom: 10},
 		{name: "no policy", backups: five, wantErr: "retention policy"},
 		{name: "no backups removes nothing", backups: nil, policy: Policy{KeepCount: 1}, keep: "", expire: "", walFrom: 10},
 	}
@@ -131,5 +131,53 @@ func TestMakePlanTimelines(t *testing.T) {
 	// All of timeline 1 (51 files) and timeline 2 below segment 50 (10 files).
 	if len(p.DeleteWAL) != 51+10 {
 		t.Fatalf("deletes %d files", len(p.DeleteWAL))
+	}
+}
+
+// Chains: full 01, incremental 03 on 01 and 05 on 03, full 07, incremental
+// 09 on 07. Whatever keeps an incremental backup keeps its whole chain,
+// and its reason says so; expired backups go newest first.
+func TestMakePlanChains(t *testing.T) {
+	b := []Backup{dayBackup(1), dayBackup(3), dayBackup(5), dayBackup(7), dayBackup(9)}
+	b[1].DependsOn = []string{b[0].ID}
+	b[2].DependsOn = []string{b[0].ID, b[1].ID}
+	b[4].DependsOn = []string{b[3].ID}
+	summaries := walFiles(1, 10, 95)
+	cases := []struct {
+		name       string
+		mutate     func([]Backup)
+		incomplete []Incomplete
+		keep       string
+		expire     string
+	}{
+		{"keep 1 keeps its full", nil, nil, "07,09", "05,03,01"},
+		{"a pinned incremental keeps its chain", func(b []Backup) { b[2].Pinned = true }, nil, "01,03,05,07,09", ""},
+		{"a pinned middle keeps what it needs", func(b []Backup) { b[1].Pinned = true }, nil, "01,03,07,09", "05"},
+		{"an incremental in progress keeps its parent's chain", nil,
+			[]Incomplete{{ID: "20261124T110000Z", StartLSN: wal.SegmentStartLSN(95, seg), Timeline: 1, LastWrite: t0, Parent: b[2].ID}},
+			"01,03,05,07,09", ""},
+	}
+	for _, c := range cases {
+		bs := append([]Backup(nil), b...)
+		if c.mutate != nil {
+			c.mutate(bs)
+		}
+		p, err := MakePlan(Input{Now: t0, SegSize: seg, Backups: bs, Incomplete: c.incomplete, WAL: walFiles(1, 10, 95), Summaries: summaries}, Policy{KeepCount: 1, GarbageAge: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := ids(p.Keep); got != c.keep {
+			t.Errorf("%s: keep %s, want %s", c.name, got, c.keep)
+		}
+		if got := ids(p.Expire); got != c.expire {
+			t.Errorf("%s: expire %s, want %s", c.name, got, c.expire)
+		}
+		if len(p.DeleteSummaries) != len(p.DeleteWAL) {
+			t.Errorf("%s: deletes %d WAL files but %d summaries", c.name, len(p.DeleteWAL), len(p.DeleteSummaries))
+		}
+	}
+	p, _ := MakePlan(Input{Now: t0, SegSize: seg, Backups: b, WAL: walFiles(1, 10, 95)}, Policy{KeepCount: 1})
+	if text := p.String(); !strings.Contains(text, "incremental backup "+b[4].ID+" depends on it") || !strings.Contains(text, "needs "+b[3].ID) {
+		t.Errorf("the plan does not show the dependencies:\n%s", text)
 	}
 }

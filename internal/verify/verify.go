@@ -88,16 +88,21 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Report, error) {
 	_, canRead := r.Encrypted()
 	rep := &Report{Backups: []BackupReport{}, WALProblems: []Problem{}, ContentChecked: canRead}
 	v := &verifier{r: r, canRead: canRead}
-	found := false
+	var chosen []*catalog.Manifest
 	for _, m := range cat.Backups {
-		if opts.BackupID != "" && m.ID != opts.BackupID {
-			continue
+		if opts.BackupID == "" || m.ID == opts.BackupID {
+			chosen = append(chosen, m)
 		}
-		found = true
-		rep.Backups = append(rep.Backups, v.backup(ctx, m, cat, opts))
 	}
-	if opts.BackupID != "" && !found {
+	if opts.BackupID != "" && len(chosen) == 0 {
 		return nil, fmt.Errorf("%w: %s", catalog.ErrNoSuchBackup, opts.BackupID)
+	}
+	byBackup, err := v.backups(ctx, chosen, cat, opts)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range chosen {
+		rep.Backups = append(rep.Backups, byBackup[m.ID])
 	}
 	// Every archived WAL file, read back in full.
 	segSize := cat.Identity.WalSegSize
@@ -154,85 +159,179 @@ func (v *verifier) object(ctx context.Context, key repo.Key) (envelope.Sum, erro
 	return sum, err
 }
 
-// backup checks one backup's objects and the WAL from its start to the end
-// of the archive.
-func (v *verifier) backup(ctx context.Context, m *catalog.Manifest, cat *catalog.Catalog, opts Options) BackupReport {
-	br := BackupReport{ID: m.ID, Problems: []Problem{}}
-	type span struct {
-		offset, size int64
-		sum          string
-		file         string
+// use is one data object as the backups verified refer to it: a
+// backup's own, or an earlier backup's an incremental one refers to.
+type use struct {
+	key    repo.Key
+	obj    catalog.Object     // as the first manifest naming it describes it
+	by     []string           // the backups that need it
+	pieces []usedPiece        // what they say it holds
+	bad    map[string]Problem // per backup: a description that disagrees
+}
+
+type usedPiece struct {
+	piece catalog.Piece
+	file  string
+	by    string
+}
+
+// backups checks the objects of the backups ms, each object once however
+// many backups of a chain refer to it, every piece any of them says it
+// holds (chunk by chunk for the parts incremental backups refer to), and
+// the WAL from each backup's start to the end of the archive.
+func (v *verifier) backups(ctx context.Context, ms []*catalog.Manifest, cat *catalog.Catalog, opts Options) (map[string]BackupReport, error) {
+	complete := map[string]bool{}
+	for _, m := range cat.Backups {
+		complete[m.ID] = true
 	}
-	spans := map[int][]span{}
-	for _, f := range m.Files {
-		for _, p := range f.Pieces {
-			spans[p.Object] = append(spans[p.Object], span{p.Offset, p.Size, p.XXH64, f.Path})
+	reports := map[string]*BackupReport{}
+	uses := map[catalog.ObjectRef]*use{}
+	var order []catalog.ObjectRef
+	for _, m := range ms {
+		br := &BackupReport{ID: m.ID, Problems: []Problem{}}
+		reports[m.ID] = br
+		for _, dep := range m.DependsOn() {
+			if !complete[dep] {
+				br.Problems = append(br.Problems, Problem{Object: repo.Manifest(dep).String(), Kind: "missing",
+					Detail: fmt.Sprintf("incremental backup %s depends on backup %s, which is not complete in the repository", m.ID, dep)})
+			}
+		}
+		for _, o := range m.Objects {
+			ref := catalog.ObjectRef{Backup: o.Backup, Seq: o.Seq}
+			if ref.Backup == "" {
+				ref.Backup = m.ID
+			}
+			u := uses[ref]
+			if u == nil {
+				u = &use{key: repo.Data(ref.Backup, ref.Seq), obj: o, bad: map[string]Problem{}}
+				uses[ref] = u
+				order = append(order, ref)
+			} else if u.obj.Size != o.Size || u.obj.XXH64 != o.XXH64 {
+				u.bad[m.ID] = Problem{Object: u.key.String(), Kind: "corrupt",
+					Detail: fmt.Sprintf("the manifest of %s describes it as %s (%d bytes), another as %s (%d bytes)", m.ID, o.XXH64, o.Size, u.obj.XXH64, u.obj.Size)}
+			}
+			u.by = append(u.by, m.ID)
+			br.Objects++
+			br.Bytes += o.Stored
+		}
+		for _, f := range m.Files {
+			for _, p := range f.Pieces {
+				ref := catalog.ObjectRef{Backup: p.ObjectOf(m.ID), Seq: p.Object}
+				if u := uses[ref]; u != nil {
+					u.pieces = append(u.pieces, usedPiece{p, f.Path, m.ID})
+				}
+			}
 		}
 	}
-	what := "verify backup " + m.ID
-	if m.Sealed {
-		what += " (stored bytes)"
+	var total int64
+	for _, ref := range order {
+		total += uses[ref].obj.Stored
 	}
-	opts.Progress.Begin(what, m.Stored)
-	problems, err := check(ctx, len(m.Objects), opts.Workers, func(ctx context.Context, i int) *Problem {
-		o := m.Objects[i]
-		key := repo.Data(m.ID, o.Seq)
-		defer opts.Progress.Advance(o.Stored)
-		if m.Sealed {
-			// Without the key: the stored bytes, and the content sum the
-			// trailer holds against the manifest's summary.
-			sum, err := v.object(ctx, key)
-			if p := problemOf(key, err); p != nil {
-				return p
-			}
-			if sum.String() != o.XXH64 || sum.Size != o.Size {
-				return &Problem{Object: key.String(), Kind: "corrupt", Detail: fmt.Sprintf("holds content %s (%d bytes), the manifest says %s (%d bytes)", sum, sum.Size, o.XXH64, o.Size)}
-			}
-			return nil
-		}
-		ss := spans[o.Seq]
-		sort.Slice(ss, func(i, j int) bool { return ss[i].offset < ss[j].offset })
-		var got envelope.Sum
-		var pieceErr *Problem
-		err := v.r.ReadObject(ctx, key, func(rd io.Reader) error {
-			pieceErr = nil
-			var pos int64
-			for _, s := range ss {
-				if s.offset > pos {
-					if _, err := io.CopyN(io.Discard, rd, s.offset-pos); err != nil {
-						return err
-					}
-				}
-				h := envelope.NewHasher()
-				if _, err := io.CopyN(h, rd, s.size); err != nil {
-					return err
-				}
-				if h.Sum().String() != s.sum && pieceErr == nil {
-					pieceErr = &Problem{Object: key.String(), Kind: "corrupt", Detail: fmt.Sprintf("bytes of %s do not match the manifest", s.file)}
-				}
-				pos = s.offset + s.size
-			}
-			return nil
-		}, func(s envelope.Sum) { got = s })
-		if p := problemOf(key, err); p != nil {
-			return p
-		}
-		if got.String() != o.XXH64 || got.Size != o.Size {
-			return &Problem{Object: key.String(), Kind: "corrupt", Detail: fmt.Sprintf("content checksum %s, the manifest says %s", got, o.XXH64)}
-		}
-		return pieceErr
+	opts.Progress.Begin("verify backups", total)
+	problems := make([]map[string]Problem, len(order))
+	_, err := check(ctx, len(order), opts.Workers, func(ctx context.Context, i int) *Problem {
+		u := uses[order[i]]
+		defer opts.Progress.Advance(u.obj.Stored)
+		problems[i] = v.use(ctx, u)
+		return nil
 	})
 	opts.Progress.End()
 	if err != nil {
-		br.Problems = append(br.Problems, Problem{Object: repo.Manifest(m.ID).String(), Kind: "unreadable", Detail: err.Error()})
+		return nil, err
 	}
-	br.Objects = len(m.Objects)
-	br.Bytes = m.Stored
-	br.Problems = append(br.Problems, problems...)
-	c := cat.WAL.ChainFrom(cat.Histories, m.Timeline, m.Start(), 0)
-	br.WALFrom, br.WALTo = c.First, c.Last
-	br.Problems = append(br.Problems, walProblems(c, m)...)
-	return br
+	for i, ref := range order {
+		u := uses[ref]
+		for _, id := range u.by {
+			if p, ok := u.bad[id]; ok {
+				reports[id].Problems = append(reports[id].Problems, p)
+			} else if p, ok := problems[i][id]; ok {
+				reports[id].Problems = append(reports[id].Problems, p)
+			}
+		}
+	}
+	out := map[string]BackupReport{}
+	for _, m := range ms {
+		br := reports[m.ID]
+		c := cat.WAL.ChainFrom(cat.Histories, m.Timeline, m.Start(), 0)
+		br.WALFrom, br.WALTo = c.First, c.Last
+		br.Problems = append(br.Problems, walProblems(c, m)...)
+		out[m.ID] = *br
+	}
+	return out, nil
+}
+
+// use checks one object and the pieces the backups say it holds, and
+// returns the problem each backup that needs it has (none: empty).
+func (v *verifier) use(ctx context.Context, u *use) map[string]Problem {
+	out := map[string]Problem{}
+	all := func(p *Problem) map[string]Problem {
+		for _, id := range u.by {
+			out[id] = *p
+		}
+		return out
+	}
+	if !v.canRead || len(u.pieces) == 0 {
+		// Without the key (or the contents): the stored bytes, and the
+		// content sum the trailer holds against the manifest's summary.
+		sum, err := v.object(ctx, u.key)
+		if p := problemOf(u.key, err); p != nil {
+			return all(p)
+		}
+		if sum.String() != u.obj.XXH64 || sum.Size != u.obj.Size {
+			return all(&Problem{Object: u.key.String(), Kind: "corrupt", Detail: fmt.Sprintf("holds content %s (%d bytes), the manifest says %s (%d bytes)", sum, sum.Size, u.obj.XXH64, u.obj.Size)})
+		}
+		return out
+	}
+	ps := u.pieces
+	sort.SliceStable(ps, func(i, j int) bool { return ps[i].piece.Offset < ps[j].piece.Offset })
+	var got envelope.Sum
+	err := v.r.ReadObject(ctx, u.key, func(rd io.Reader) error {
+		clear(out)
+		// Pieces of different backups may overlap (an incremental one
+		// refers to part of its parent's piece): read the object once,
+		// keeping what the pieces still to be checked need.
+		var buf []byte
+		var bufAt int64 // object offset of buf[0]
+		for _, up := range ps {
+			p := up.piece
+			end := p.Offset + p.Size
+			if have := bufAt + int64(len(buf)); end > have {
+				if p.Offset > have {
+					if _, err := io.CopyN(io.Discard, rd, p.Offset-have); err != nil {
+						return err
+					}
+					buf, bufAt = buf[:0], p.Offset
+				} else {
+					buf = buf[p.Offset-bufAt:]
+					bufAt = p.Offset
+				}
+				more := make([]byte, end-(bufAt+int64(len(buf))))
+				if _, err := io.ReadFull(rd, more); err != nil {
+					return err
+				}
+				buf = append(buf, more...)
+			}
+			if p.Offset < bufAt {
+				return fmt.Errorf("%w: pieces out of order", envelope.ErrCorrupt)
+			}
+			check := catalog.NewPieceCheck(p)
+			check.Write(buf[p.Offset-bufAt : end-bufAt])
+			if err := check.Verify(); err != nil {
+				if _, seen := out[up.by]; !seen {
+					out[up.by] = Problem{Object: u.key.String(), Kind: "corrupt", Detail: fmt.Sprintf("bytes of %s at %d: %v", up.file, p.FileOffset, err)}
+				}
+			}
+		}
+		_, err := io.Copy(io.Discard, rd)
+		return err
+	}, func(s envelope.Sum) { got = s })
+	if p := problemOf(u.key, err); p != nil {
+		return all(p)
+	}
+	if got.String() != u.obj.XXH64 || got.Size != u.obj.Size {
+		return all(&Problem{Object: u.key.String(), Kind: "corrupt", Detail: fmt.Sprintf("content checksum %s, the manifest says %s", got, u.obj.XXH64)})
+	}
+	return out
 }
 
 // walProblems checks the WAL from the backup's start to the end of the
