@@ -13,6 +13,7 @@
 // must be there.
 //
 //	go run ./bench -pgkeep bin/pgkeep -scale 20 -runs 3
+//	go run ./bench -pgkeep bin/pgkeep -only incremental -scale 100 -noise=false -storage file
 package main
 
 import (
@@ -98,14 +99,15 @@ func main() {
 	pushArgs := flag.String("pgkeep-push-args", "", "extra flags for pgkeep wal-push (e.g. --look-ahead=0)")
 	headlineC := flag.String("pgkeep-compression", "", "pgkeep compression in the headline comparison (default: pgkeep's default)")
 	runs := flag.Int("runs", 3, "runs of each comparison; the table shows medians (runs alternate which tool goes first)")
-	only := flag.String("only", "", "run only the comparisons whose name contains this (e.g. headline, zstd)")
+	only := flag.String("only", "", "run only the comparisons whose name contains this (e.g. headline, zstd, incremental)")
+	noise := flag.Bool("noise", true, "also load a less compressible table of scale x 100000 rows (the incremental comparison wants pgbench alone: -noise=false)")
 	flag.Parse()
 	if *runs < 1 {
 		fmt.Fprintln(os.Stderr, "bench: -runs must be at least 1")
 		os.Exit(2)
 	}
 	o := options{scale: *scale, pgkeepBin: *pgkeepBin, workers: *workers, segments: *segments, runs: *runs, replayRows: *replayRows,
-		outDir: *outDir, keep: *keep, headlineC: *headlineC, only: *only, pushArgs: *pushArgs, storages: strings.Split(*storages, ",")}
+		outDir: *outDir, keep: *keep, headlineC: *headlineC, only: *only, pushArgs: *pushArgs, storages: strings.Split(*storages, ","), noise: *noise}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -116,7 +118,7 @@ func main() {
 type options struct {
 	scale, workers, segments, runs, replayRows   int
 	pgkeepBin, outDir, headlineC, only, pushArgs string
-	keep                                         bool
+	keep, noise                                  bool
 	storages                                     []string
 }
 
@@ -167,7 +169,7 @@ func run(o options) error {
 		os.Setenv("AWS_ACCESS_KEY_ID", b.s3.AccessKey)
 		os.Setenv("AWS_SECRET_ACCESS_KEY", b.s3.SecretKey)
 	}
-	if err := b.setupCluster(ctx, o.scale); err != nil {
+	if err := b.setupCluster(ctx, o.scale, o.noise); err != nil {
 		return err
 	}
 	defer b.c.Stop(context.Background(), "immediate")
@@ -177,7 +179,8 @@ func run(o options) error {
 	for _, st := range o.storages {
 		cmps = append(cmps,
 			comparison{Name: "headline (" + st + "): pgkeep defaults vs pgBackRest lz4:1", Storage: st, PgkeepC: o.headlineC, PeerC: "lz4:1"},
-			comparison{Name: "zstd level 1 on both (" + st + ")", Storage: st, PgkeepC: "zstd:1", PeerC: "zstd:1"})
+			comparison{Name: "zstd level 1 on both (" + st + ")", Storage: st, PgkeepC: "zstd:1", PeerC: "zstd:1"},
+			comparison{Name: "incremental (" + st + "): 1% of the rows changed, pgkeep defaults vs pgBackRest lz4:1 --type=incr", Storage: st, PgkeepC: o.headlineC, PeerC: "lz4:1"})
 	}
 	for _, cmp := range cmps {
 		if o.only != "" && !strings.Contains(cmp.Name, o.only) {
@@ -186,7 +189,13 @@ func run(o options) error {
 		cmp.Runs = o.runs
 		for i := 0; i < o.runs; i++ {
 			fmt.Printf("\n== %s, run %d of %d\n", cmp.Name, i+1, o.runs)
-			rr, err := b.compare(ctx, cmp, o.segments, i%2 == 1)
+			var rr runResult
+			var err error
+			if isIncremental(cmp) {
+				rr, err = b.compareIncremental(ctx, cmp, i%2 == 1)
+			} else {
+				rr, err = b.compare(ctx, cmp, o.segments, i%2 == 1)
+			}
 			if err != nil {
 				return fmt.Errorf("%s: %w", cmp.Name, err)
 			}
@@ -218,7 +227,7 @@ func (b *bench) mkdir(p string) error {
 	return b.r.Chown(p)
 }
 
-func (b *bench) setupCluster(ctx context.Context, scale int) error {
+func (b *bench) setupCluster(ctx context.Context, scale int, noise bool) error {
 	base := filepath.Join(b.ws, "primary")
 	sock := filepath.Join(b.ws, "sock")
 	for _, p := range []string{base, sock} {
@@ -243,6 +252,9 @@ func (b *bench) setupCluster(ctx context.Context, scale int) error {
 	}
 	if _, err := b.c.SQL(ctx, "CREATE TABLE drain_noise (id int, h text, r float8, ts timestamptz) WITH (autovacuum_enabled = false)"); err != nil {
 		return err
+	}
+	if !noise {
+		return nil
 	}
 	_, err := b.c.SQL(ctx, fmt.Sprintf(`CREATE TABLE noise AS SELECT g AS id, md5(random()::text) || md5(g::text) AS h,
 		random() * 1e9 AS r, now() - random() * interval '1000 days' AS ts FROM generate_series(1, %d) g`, scale*100000))
@@ -289,75 +301,11 @@ func (b *bench) compare(ctx context.Context, cmp comparison, segments int, peerF
 			rr.Peer[fig] = m
 		}
 	}
-	pkRepo := "file://" + filepath.Join(dir, "pgkeep-repo")
-	b.mkdir(filepath.Join(dir, "pgkeep-repo"))
-	pkArgs := []string{"--repo", pkRepo, "--workers", strconv.Itoa(b.workers)}
-	peerRepoConf := "repo1-path=" + filepath.Join(dir, "pgbr-repo")
-	pkStored := func() int64 { return duBytes(filepath.Join(dir, "pgkeep-repo", "backups")) }
-	peerStored := func() int64 { return duBytes(filepath.Join(dir, "pgbr-repo", "backup")) }
-	if cmp.Storage == "s3" {
-		bucket, err := b.s3.NewBucket()
-		if err != nil {
-			return rr, err
-		}
-		host, port, _ := strings.Cut(strings.TrimPrefix(b.s3.Endpoint, "https://"), ":")
-		pkArgs = []string{"--repo", "s3://" + bucket + "/pgkeep", "--s3-endpoint", b.s3.Endpoint, "--s3-path-style", "--s3-region", b.s3.Region,
-			"--s3-ca-bundle", b.caFile, "--workers", strconv.Itoa(b.workers)}
-		peerRepoConf = fmt.Sprintf("repo1-type=s3\nrepo1-path=/pgbackrest\nrepo1-s3-bucket=%s\nrepo1-s3-endpoint=%s\nrepo1-storage-port=%s\nrepo1-s3-region=%s\nrepo1-s3-key=%s\nrepo1-s3-key-secret=%s\nrepo1-s3-uri-style=path\nrepo1-storage-ca-file=%s",
-			bucket, host, port, b.s3.Region, b.s3.AccessKey, b.s3.SecretKey, b.caFile)
-		pkStored = func() int64 { return b.bucketBytes(bucket, "pgkeep/backups/") }
-		peerStored = func() int64 { return b.bucketBytes(bucket, "pgbackrest/backup/") }
-	}
-	if cmp.PgkeepC != "" {
-		pkArgs = append(pkArgs, "--compression", cmp.PgkeepC)
-	}
-	conf := filepath.Join(dir, "pgbackrest.conf")
-	peerRepo := filepath.Join(dir, "pgbr-repo")
-	codec, level, _ := strings.Cut(cmp.PeerC, ":")
-	codec = peerCodec(codec)
-	os.WriteFile(conf, []byte(fmt.Sprintf(`[global]
-%s
-process-max=%d
-compress-type=%s
-compress-level=%s
-archive-async=y
-spool-path=%s
-log-level-console=warn
-log-level-file=off
-lock-path=%s
-start-fast=y
-archive-timeout=60
-[bench]
-pg1-path=%s
-pg1-port=%d
-pg1-socket-path=%s
-`, peerRepoConf, b.workers, codec, level, filepath.Join(dir, "pgbr-spool"), filepath.Join(dir, "pgbr-lock"), b.c.DataDir, b.c.Port, b.c.Socket)), 0o644)
-	for _, p := range []string{peerRepo, filepath.Join(dir, "pgbr-spool"), filepath.Join(dir, "pgbr-lock")} {
-		b.mkdir(p)
-	}
-	peer := func(args ...string) []string { return append([]string{"--config=" + conf, "--stanza=bench"}, args...) }
-
-	// Probe the codec: an option this pgBackRest was built without fails
-	// at once (exit 32), before anything else.
-	probe := b.r.Command(ctx, nil, "/usr/bin/pgbackrest", "--compress-type="+codec, "--stanza=probe", "--log-level-console=error",
-		"--log-level-file=off", "archive-push", "/nonexistent/000000010000000000000001")
-	if out, _ := probe.CombinedOutput(); strings.Contains(string(out), "is not allowed for 'compress-type'") {
-		return rr, fmt.Errorf("this pgBackRest does not offer %s: %s", codec, strings.TrimSpace(string(out)))
-	}
-	if _, err := b.r.Run(ctx, b.c.Env(), "/usr/bin/pgbackrest", peer("stanza-create")...); err != nil {
+	rp, err := b.repos(ctx, dir, cmp)
+	if err != nil {
 		return rr, err
 	}
-	// Both tools archive during the backups.
-	both := fmt.Sprintf("%s wal-push %s %%p && pgbackrest %s archive-push %%p", b.pgkeep, strings.Join(pkArgs, " "), strings.Join(peer(), " "))
-	if err := b.setArchive(ctx, both); err != nil {
-		return rr, err
-	}
-	// Drain what accumulated while archiving was off, so that neither
-	// backup pays for the other's backlog.
-	pending, _ := b.c.SQL(ctx, "SELECT pg_walfile_name(pg_switch_wal())")
-	if err := b.waitArchived(ctx, pending); err != nil {
-		return rr, err
-	}
+	pkArgs, peer, pkStored, peerStored := rp.pkArgs, rp.peer, rp.pkStored, rp.peerStored
 
 	for _, tool := range tools {
 		// Both tools read a warm page cache: read the data directory once.
@@ -389,7 +337,6 @@ pg1-socket-path=%s
 	if _, err := b.c.SQL(ctx, fmt.Sprintf("INSERT INTO drain_noise SELECT g, md5(random()::text), random(), now() FROM generate_series(1, %d) g", b.replayRows)); err != nil {
 		return rr, err
 	}
-	var err error
 	if b.expectRows, err = b.c.SQL(ctx, "SELECT (SELECT count(*) FROM drain_noise) || ' ' || (SELECT count(*) FROM pgbench_history)"); err != nil {
 		return rr, err
 	}
@@ -443,7 +390,7 @@ pg1-socket-path=%s
 	}
 
 	// Nothing may still be in flight when the drains begin.
-	pending, _ = b.c.SQL(ctx, "SELECT pg_walfile_name(pg_switch_wal())")
+	pending, _ := b.c.SQL(ctx, "SELECT pg_walfile_name(pg_switch_wal())")
 	if err := b.waitArchived(ctx, pending); err != nil {
 		return rr, err
 	}
@@ -502,6 +449,91 @@ pg1-socket-path=%s
 		}
 	}
 	return rr, nil
+}
+
+// repos are the two tools' fresh repositories for one run.
+type repos struct {
+	pkArgs               []string                 // pgkeep's repository flags (and --workers)
+	peer                 func(...string) []string // pgBackRest's arguments, config and stanza first
+	pkStored, peerStored func() int64             // bytes of backups each repository holds
+}
+
+// repos creates both repositories under dir (or in fresh buckets), points
+// archiving at both tools and waits until what accumulated is archived.
+func (b *bench) repos(ctx context.Context, dir string, cmp comparison) (repos, error) {
+	var rp repos
+	pkRepo := "file://" + filepath.Join(dir, "pgkeep-repo")
+	b.mkdir(filepath.Join(dir, "pgkeep-repo"))
+	pkArgs := []string{"--repo", pkRepo, "--workers", strconv.Itoa(b.workers)}
+	peerRepoConf := "repo1-path=" + filepath.Join(dir, "pgbr-repo")
+	pkStored := func() int64 { return duBytes(filepath.Join(dir, "pgkeep-repo", "backups")) }
+	peerStored := func() int64 { return duBytes(filepath.Join(dir, "pgbr-repo", "backup")) }
+	if cmp.Storage == "s3" {
+		bucket, err := b.s3.NewBucket()
+		if err != nil {
+			return rp, err
+		}
+		host, port, _ := strings.Cut(strings.TrimPrefix(b.s3.Endpoint, "https://"), ":")
+		pkArgs = []string{"--repo", "s3://" + bucket + "/pgkeep", "--s3-endpoint", b.s3.Endpoint, "--s3-path-style", "--s3-region", b.s3.Region,
+			"--s3-ca-bundle", b.caFile, "--workers", strconv.Itoa(b.workers)}
+		peerRepoConf = fmt.Sprintf("repo1-type=s3\nrepo1-path=/pgbackrest\nrepo1-s3-bucket=%s\nrepo1-s3-endpoint=%s\nrepo1-storage-port=%s\nrepo1-s3-region=%s\nrepo1-s3-key=%s\nrepo1-s3-key-secret=%s\nrepo1-s3-uri-style=path\nrepo1-storage-ca-file=%s",
+			bucket, host, port, b.s3.Region, b.s3.AccessKey, b.s3.SecretKey, b.caFile)
+		pkStored = func() int64 { return b.bucketBytes(bucket, "pgkeep/backups/") }
+		peerStored = func() int64 { return b.bucketBytes(bucket, "pgbackrest/backup/") }
+	}
+	if cmp.PgkeepC != "" {
+		pkArgs = append(pkArgs, "--compression", cmp.PgkeepC)
+	}
+	conf := filepath.Join(dir, "pgbackrest.conf")
+	peerRepo := filepath.Join(dir, "pgbr-repo")
+	codec, level, _ := strings.Cut(cmp.PeerC, ":")
+	codec = peerCodec(codec)
+	os.WriteFile(conf, []byte(fmt.Sprintf(`[global]
+%s
+process-max=%d
+compress-type=%s
+compress-level=%s
+archive-async=y
+spool-path=%s
+log-level-console=warn
+log-level-file=off
+lock-path=%s
+start-fast=y
+archive-timeout=60
+[bench]
+pg1-path=%s
+pg1-port=%d
+pg1-socket-path=%s
+`, peerRepoConf, b.workers, codec, level, filepath.Join(dir, "pgbr-spool"), filepath.Join(dir, "pgbr-lock"), b.c.DataDir, b.c.Port, b.c.Socket)), 0o644)
+	for _, p := range []string{peerRepo, filepath.Join(dir, "pgbr-spool"), filepath.Join(dir, "pgbr-lock")} {
+		b.mkdir(p)
+	}
+	peer := func(args ...string) []string { return append([]string{"--config=" + conf, "--stanza=bench"}, args...) }
+	rp = repos{pkArgs: pkArgs, peer: peer, pkStored: pkStored, peerStored: peerStored}
+
+	// Probe the codec: an option this pgBackRest was built without fails
+	// at once (exit 32), before anything else.
+	probe := b.r.Command(ctx, nil, "/usr/bin/pgbackrest", "--compress-type="+codec, "--stanza=probe", "--log-level-console=error",
+		"--log-level-file=off", "archive-push", "/nonexistent/000000010000000000000001")
+	if out, _ := probe.CombinedOutput(); strings.Contains(string(out), "is not allowed for 'compress-type'") {
+		return rp, fmt.Errorf("this pgBackRest does not offer %s: %s", codec, strings.TrimSpace(string(out)))
+	}
+	if _, err := b.r.Run(ctx, b.c.Env(), "/usr/bin/pgbackrest", peer("stanza-create")...); err != nil {
+		return rp, err
+	}
+	// Both tools archive during the backups.
+	both := fmt.Sprintf("%s wal-push %s %%p && pgbackrest %s archive-push %%p", b.pgkeep, strings.Join(pkArgs, " "), strings.Join(peer(), " "))
+	if err := b.setArchive(ctx, both); err != nil {
+		return rp, err
+	}
+	// Drain what accumulated while archiving was off, so that neither
+	// backup pays for the other's backlog.
+	pending, _ := b.c.SQL(ctx, "SELECT pg_walfile_name(pg_switch_wal())")
+	if err := b.waitArchived(ctx, pending); err != nil {
+		return rp, err
+	}
+
+	return rp, nil
 }
 
 // fetchRange reads every segment from first to last back from pgkeep's
@@ -920,6 +952,9 @@ type row struct {
 }
 
 func rows(c comparison) []row {
+	if isIncremental(c) {
+		return incrementalRows(c)
+	}
 	tg := targets(c)
 	var out []row
 	add := func(name string, a, b float64, unit string) {
