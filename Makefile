@@ -4,7 +4,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 export CGO_ENABLED = 0
 
-.PHONY: build test test-deps unit cover demo bench fuzz package clean
+.PHONY: build test test-deps unit cover demo bench bench-incremental fuzz package clean
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/pgkeep ./cmd/pgkeep
@@ -35,7 +35,14 @@ RUNS  ?= 3
 bench: build
 	@command -v pgbackrest >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbackrest)
 	scripts/test-deps.sh
-	$(GO) run ./bench -pgkeep bin/pgkeep -scale $(SCALE) -runs $(RUNS)
+	$(GO) run ./bench -pgkeep bin/pgkeep -scale $(SCALE) -runs $(RUNS) -skip incremental
+
+# Incremental backups and delta restore beside pgBackRest --type=incr, on
+# pgbench scale 100 alone (about 1.5 GB), on a local-directory repository.
+bench-incremental: build
+	@command -v pgbackrest >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbackrest)
+	scripts/test-deps.sh
+	$(GO) run ./bench -pgkeep bin/pgkeep -only incremental -scale 100 -noise=false -storage file -runs $(RUNS)
 
 demo: build
 	bin/pgkeep demo

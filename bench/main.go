@@ -100,6 +100,7 @@ func main() {
 	headlineC := flag.String("pgkeep-compression", "", "pgkeep compression in the headline comparison (default: pgkeep's default)")
 	runs := flag.Int("runs", 3, "runs of each comparison; the table shows medians (runs alternate which tool goes first)")
 	only := flag.String("only", "", "run only the comparisons whose name contains this (e.g. headline, zstd, incremental)")
+	skip := flag.String("skip", "", "skip the comparisons whose name contains this")
 	noise := flag.Bool("noise", true, "also load a less compressible table of scale x 100000 rows (the incremental comparison wants pgbench alone: -noise=false)")
 	flag.Parse()
 	if *runs < 1 {
@@ -107,7 +108,7 @@ func main() {
 		os.Exit(2)
 	}
 	o := options{scale: *scale, pgkeepBin: *pgkeepBin, workers: *workers, segments: *segments, runs: *runs, replayRows: *replayRows,
-		outDir: *outDir, keep: *keep, headlineC: *headlineC, only: *only, pushArgs: *pushArgs, storages: strings.Split(*storages, ","), noise: *noise}
+		outDir: *outDir, keep: *keep, headlineC: *headlineC, only: *only, pushArgs: *pushArgs, storages: strings.Split(*storages, ","), noise: *noise, skip: *skip}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -118,6 +119,7 @@ func main() {
 type options struct {
 	scale, workers, segments, runs, replayRows   int
 	pgkeepBin, outDir, headlineC, only, pushArgs string
+	skip                                         string
 	keep, noise                                  bool
 	storages                                     []string
 }
@@ -183,7 +185,7 @@ func run(o options) error {
 			comparison{Name: "incremental (" + st + "): 1% of the rows changed, pgkeep defaults vs pgBackRest lz4:1 --type=incr", Storage: st, PgkeepC: o.headlineC, PeerC: "lz4:1"})
 	}
 	for _, cmp := range cmps {
-		if o.only != "" && !strings.Contains(cmp.Name, o.only) {
+		if o.only != "" && !strings.Contains(cmp.Name, o.only) || o.skip != "" && strings.Contains(cmp.Name, o.skip) {
 			continue
 		}
 		cmp.Runs = o.runs

@@ -63,3 +63,24 @@ func TestVerdicts(t *testing.T) {
 		t.Error("figures within their targets were judged missed")
 	}
 }
+
+// TestIncrementalVerdicts: the incremental comparison judges pgkeep's own
+// ratios (incremental to full), not pgkeep against pgBackRest.
+func TestIncrementalVerdicts(t *testing.T) {
+	c := comparison{Name: "incremental (file)",
+		Pgkeep: map[string]measure{"full_backup": {Seconds: 10, Stored: 1000}, "incr_backup": {Seconds: 2, Stored: 40},
+			"full_restore": {Seconds: 8}, "delta_restore": {Seconds: 1}},
+		Peer: map[string]measure{"full_backup": {Seconds: 20, Stored: 1000}, "incr_backup": {Seconds: 1, Stored: 10}}}
+	got := map[string]bool{}
+	for _, r := range rows(c) {
+		if r.Met != nil {
+			got[r.Figure] = *r.Met
+		}
+	}
+	want := map[string]bool{"incremental stored / full stored": false, "incremental time / full time": true, "delta restore / full restore": true}
+	for k, v := range want {
+		if m, ok := got[k]; !ok || m != v {
+			t.Errorf("%s: met %v (judged: %v), want %v", k, m, ok, v)
+		}
+	}
+}

@@ -22,6 +22,7 @@ func (a *app) newRestoreCmd() *cobra.Command {
 		tsMap                                   []string
 		standby, archiveOff, quiet, asJSON      bool
 		ifNotExists, ifBackupExists, delta      bool
+		deltaReadAll                            bool
 		owner                                   string
 	)
 	cmd := &cobra.Command{
@@ -61,7 +62,12 @@ files 128 KiB chunk by chunk), fetches only the data objects that hold
 something that differs, writes only that, and removes every file the
 backup does not have (pg_wal's content too: WAL comes from the archive).
 pg_control is moved aside first and put back last, so an interrupted delta
-restore cannot be started, and can be run again. Use it to rewind a
+restore cannot be started, and can be run again. Every restore leaves
+pgkeep_restored in the directory: the chunk checksums of the relation files
+it wrote and each file's identity (inode, size, modification and change
+time) right after; a delta restore trusts those checksums for a file whose
+identity has not changed since, instead of reading it (--delta-read-all
+reads everything). Use it to rewind a
 cluster, or to resync a diverged former primary, without fetching the
 whole backup. An empty or absent --pgdata is restored as usual.
 
@@ -132,6 +138,7 @@ root, the files stay the invoking user's.`,
 				ArchiveOff:         archiveOff,
 				IfNotExists:        ifNotExists,
 				Delta:              delta,
+				DeltaReadAll:       deltaReadAll,
 				IfBackupExists:     ifBackupExists,
 				Owner:              o,
 				ServerReads:        serverReads(cfg),
@@ -181,6 +188,7 @@ root, the files stay the invoking user's.`,
 	f.BoolVar(&standby, "standby", false, "write standby.signal: keep following the archive as a standby")
 	f.BoolVar(&archiveOff, "archive-off", false, "write archive_mode = off, so a side restore does not archive into the repository")
 	f.BoolVar(&delta, "delta", false, "restore into an existing, stopped data directory of this cluster, writing only what differs")
+	f.BoolVar(&deltaReadAll, "delta-read-all", false, "with --delta, read every local file to compare it, trusting nothing the last restore recorded")
 	f.BoolVar(&ifNotExists, "if-not-exists", false, "do nothing (exit 0) when --pgdata already holds a cluster; for boot scripts")
 	f.BoolVar(&ifBackupExists, "if-backup-exists", false, "do nothing (exit 0) when the repository is not there yet or holds no complete backup; for boot scripts")
 	f.StringVar(&owner, "owner", "", "as root: give the restored files to USER[:GROUP] (default: the owner of the target's parent, else postgres)")

@@ -84,6 +84,11 @@ the one the repository belongs to. Segments, .partial segments, .backup and
 			if err != nil {
 				return err
 			}
+			if res.SummaryErr != nil {
+				// The segment is archived; only the next incremental
+				// backup reads more (it says so too).
+				fmt.Fprintf(a.stderr, "pgkeep: WARNING: %s archived, but %v; the next incremental backup will compare files instead\n", res.Name, res.SummaryErr)
+			}
 			if verbose {
 				state := "archived"
 				if res.Existed {

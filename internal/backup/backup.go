@@ -30,6 +30,7 @@ import (
 	"github.com/pgkeep/pgkeep/internal/storage"
 	"github.com/pgkeep/pgkeep/internal/units"
 	"github.com/pgkeep/pgkeep/internal/wal"
+	"github.com/pgkeep/pgkeep/internal/walarchive"
 )
 
 // Options configures a backup.
@@ -228,6 +229,16 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 		rep.Logf("backup %s: started at LSN %s", id, startLSN)
 	}
 
+	// What changed since the parent is read while the data directory is
+	// walked.
+	changed := make(chan changes, 1)
+	if parent != nil {
+		go func() {
+			var c changes
+			c.sum, c.why, c.err = loadChanges(ctx, r, pgdata, srv.timeline, parent.Start(), startLSN, srv.walSegSize, srv.major, opts.Workers)
+			changed <- c
+		}()
+	}
 	tr, err := walkPGData(pgdata)
 	if err != nil {
 		return nil, err
@@ -236,7 +247,7 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	spans := wholeFiles(tr.files)
 	var inc *incPlan
 	if parent != nil {
-		if inc, err = planChanges(ctx, r, pgdata, srv, parent, startLSN, tr.files, geo, opts.Workers, rep); err != nil {
+		if inc, err = planChanges(ctx, <-changed, parent, tr.files, geo, opts.Workers, rep); err != nil {
 			return nil, err
 		}
 		spans = inc.spans
@@ -277,6 +288,7 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	if len(segs) == 0 {
 		return nil, fmt.Errorf("the server stopped the backup at LSN %s, not after its start %s", stopLSN, startLSN)
 	}
+	archiveReady(ctx, r, pgdata, segs, rep)
 	if err := waitForWAL(ctx, r, conn, pgdata, segs, opts.WALTimeout, rep); err != nil {
 		return nil, fmt.Errorf("backup %s is not restorable: %w", id, err)
 	}
@@ -338,42 +350,89 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	return &Result{Manifest: m, ChecksumFailures: c.failures, Warnings: warnings}, nil
 }
 
+// archiveReady pushes the backup's segments that PostgreSQL has finished
+// but not archived yet (archive_status/NAME.ready, no NAME.done), as
+// wal-push would: the last one, at least, is usually still waiting for the
+// archiver, and an incremental backup would otherwise spend most of its
+// time waiting for it. A finished segment is never written again, and one
+// that is not archived is never recycled; a file that changes while it is
+// read is refused anyway (walarchive.Push). Pushing is idempotent, so the
+// archiver's own push of the same segment then finds it there, identical.
+// Failures are only logged: waitForWAL still waits for the archiver.
+func archiveReady(ctx context.Context, r *repo.Repo, pgdata string, segs []string, rep progress.Reporter) {
+	status := filepath.Join(pgdata, "pg_wal", "archive_status")
+	var g errgroup.Group
+	g.SetLimit(4)
+	for _, name := range segs {
+		if _, err := os.Stat(filepath.Join(status, name+".ready")); err != nil {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(status, name+".done")); err == nil {
+			continue
+		}
+		g.Go(func() error {
+			if _, err := walarchive.Push(ctx, r, filepath.Join(pgdata, "pg_wal", name), walarchive.PushOptions{PGData: pgdata}); err != nil {
+				rep.Logf("WARNING: archiving %s from the backup failed (waiting for PostgreSQL's archiver instead): %v", name, err)
+			}
+			return nil
+		})
+	}
+	g.Wait()
+}
+
 // waitForWAL waits until every segment is in the repository and verifies
 // each one by reading it back (without the key, its stored bytes). It
 // gives up early when the archiver keeps failing meanwhile.
+//
+// The backup's own segments are usually archived within a fraction of a
+// second, which is then most of an incremental backup's time: PostgreSQL's
+// archive_status/NAME.done, which appears once archive_command succeeded,
+// is watched every 10 ms, and the repository asked when it appears (and,
+// for WAL that reaches the repository another way, the agent's streaming,
+// at least twice a second).
 func waitForWAL(ctx context.Context, r *repo.Repo, conn *pgx.Conn, pgdata string, segs []string, timeout time.Duration, rep progress.Reporter) error {
 	deadline := time.Now().Add(timeout)
 	var failedAtStart int64 = -1
 	if a, err := pgstat.Read(ctx, conn, pgdata); err == nil {
 		failedAtStart = a.FailedCount
 	}
+	const tick = 10 * time.Millisecond
 	for _, name := range segs {
-		delay := 100 * time.Millisecond
+		done := filepath.Join(pgdata, "pg_wal", "archive_status", name+".done")
+		lastAsked, lastStat := time.Time{}, time.Now()
 		for {
-			_, err := r.StoredSum(ctx, repo.WAL(name))
-			if err == nil {
-				break
-			}
-			if !errors.Is(err, storage.ErrNotFound) {
-				return fmt.Errorf("verifying archived WAL %s: %w", name, err)
-			}
-			a, aerr := pgstat.Read(ctx, conn, pgdata)
-			if aerr == nil && failedAtStart >= 0 && a.Failing() && a.FailedCount >= failedAtStart+3 {
-				return fmt.Errorf("%w: WAL segment %s cannot reach the repository: %s", ErrArchiverFailing, name, a.FailureText())
-			}
-			if time.Now().After(deadline) {
-				hint := ""
-				if aerr == nil {
-					hint = fmt.Sprintf("; archive_command is %q", a.Command)
+			_, statErr := os.Stat(done)
+			// .done with the segment not in the repository: another
+			// archive_command; ask no more often than every 50 ms then.
+			if since := time.Since(lastAsked); statErr == nil && since >= 50*time.Millisecond || since >= 500*time.Millisecond {
+				lastAsked = time.Now()
+				_, err := r.StoredSum(ctx, repo.WAL(name))
+				if err == nil {
+					break
 				}
-				return fmt.Errorf("WAL segment %s did not reach the repository within %s%s", name, timeout, hint)
+				if !errors.Is(err, storage.ErrNotFound) {
+					return fmt.Errorf("verifying archived WAL %s: %w", name, err)
+				}
+			}
+			if time.Since(lastStat) >= time.Second {
+				lastStat = time.Now()
+				a, aerr := pgstat.Read(ctx, conn, pgdata)
+				if aerr == nil && failedAtStart >= 0 && a.Failing() && a.FailedCount >= failedAtStart+3 {
+					return fmt.Errorf("%w: WAL segment %s cannot reach the repository: %s", ErrArchiverFailing, name, a.FailureText())
+				}
+				if time.Now().After(deadline) {
+					hint := ""
+					if aerr == nil {
+						hint = fmt.Sprintf("; archive_command is %q", a.Command)
+					}
+					return fmt.Errorf("WAL segment %s did not reach the repository within %s%s", name, timeout, hint)
+				}
 			}
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
-			case <-time.After(delay):
+			case <-time.After(tick):
 			}
-			delay = min(delay*2, 2*time.Second)
 		}
 	}
 	return nil

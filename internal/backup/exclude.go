@@ -31,7 +31,11 @@ var excludeDirContents = map[string]bool{
 var excludeFiles = map[string]bool{
 	// pgkeep's marker of a restore that ended the archive at a gap on
 	// purpose (walarchive.ArchiveEndMarker).
-	"pgkeep_archive_end":       true,
+	"pgkeep_archive_end": true,
+	// What the last restore wrote, for a delta restore of this directory
+	// (restore.RestoredRecord): it describes this copy, not the cluster.
+	"pgkeep_restored":          true,
+	"pgkeep_restored.tmp":      true,
 	"postgresql.auto.conf.tmp": true,
 	"current_logfiles.tmp":     true,
 	"backup_label":             true,

@@ -420,13 +420,21 @@ func referredObjects(parent *catalog.Manifest, used map[catalog.ObjectRef]bool) 
 	return out, nil
 }
 
+// changes is what loadChanges found.
+type changes struct {
+	sum *walsum.Summary
+	why string
+	err error
+}
+
 // planChanges plans an incremental backup on parent: from the WAL
-// summaries where they cover the range, by comparing chunks otherwise.
-func planChanges(ctx context.Context, r *repo.Repo, pgdata string, srv *server, parent *catalog.Manifest, start wal.LSN, files []srcFile, geo geometry, workers int, rep progress.Reporter) (*incPlan, error) {
-	changes, why, err := loadChanges(ctx, r, pgdata, srv.timeline, parent.Start(), start, srv.walSegSize, srv.major, workers)
-	if err != nil {
-		return nil, err
+// summaries where they cover the range (ch), by comparing chunks
+// otherwise.
+func planChanges(ctx context.Context, ch changes, parent *catalog.Manifest, files []srcFile, geo geometry, workers int, rep progress.Reporter) (*incPlan, error) {
+	if ch.err != nil {
+		return nil, ch.err
 	}
+	changes, why := ch.sum, ch.why
 	pl := planIncremental(files, parent, changes, geo)
 	if changes == nil {
 		var n int64

@@ -9,9 +9,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,6 +32,35 @@ const SegSize = 1 << 20
 
 // SysID is the system identifier of the test cluster.
 const SysID = 7441071349612345678
+
+// Control returns a pg_control of the test cluster (PostgreSQL 15): the
+// fixture of package pgcontrol with SysID and a CRC to match.
+func Control(t testing.TB) []byte {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(moduleRoot(t), "internal", "pgcontrol", "testdata", "pg_control_15"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	binary.LittleEndian.PutUint64(data, SysID)
+	const crcAt = 288 // pg_control version 1300
+	binary.LittleEndian.PutUint32(data[crcAt:], crc32.Checksum(data[:crcAt], crc32.MakeTable(crc32.Castagnoli)))
+	return data
+}
+
+// moduleRoot finds the directory of go.mod from the working directory.
+func moduleRoot(t testing.TB) string {
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ; dir != "/"; dir = filepath.Dir(dir) {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+	}
+	t.Fatal("go.mod not found")
+	return ""
+}
 
 // Env is a test repository.
 type Env struct {
@@ -182,8 +213,13 @@ func (e *Env) Backup(t testing.TB, id string, files map[string][]byte, startSeg,
 				flush()
 			}
 			n := min(len(data)-off, objectSize-content.Len())
-			f.Pieces = append(f.Pieces, catalog.Piece{Object: seq, Offset: int64(content.Len()), FileOffset: int64(off), Size: int64(n),
-				XXH64: sumOf(data[off : off+n]).String()})
+			piece := catalog.Piece{Object: seq, Offset: int64(content.Len()), FileOffset: int64(off), Size: int64(n),
+				XXH64: sumOf(data[off : off+n]).String()}
+			if off%catalog.ChunkSize == 0 && strings.HasPrefix(p, "base/") {
+				// As backup does for relation files.
+				piece.Chunks = catalog.AppendChunkSums(nil, data[off:off+n])
+			}
+			f.Pieces = append(f.Pieces, piece)
 			content.Write(data[off : off+n])
 			off += n
 		}

@@ -16,6 +16,7 @@ package restore
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -209,7 +210,7 @@ func removeExtra(pgdata string, m *catalog.Manifest, tsMap map[string]string) (i
 // write: every piece of a file that is not there, the differing chunks of
 // relation files, the differing pieces of the others. pg_control is
 // always written.
-func deltaTargets(ctx context.Context, pgdata string, m *catalog.Manifest, workers int, st *DeltaStats) (map[catalog.ObjectRef][]target, error) {
+func deltaTargets(ctx context.Context, pgdata string, m *catalog.Manifest, known map[string]restoredFile, workers int, st *DeltaStats) (map[catalog.ObjectRef][]target, error) {
 	perFile := make([][]target, len(m.Files))
 	compared := make([]int64, len(m.Files))
 	g, gctx := errgroup.WithContext(ctx)
@@ -219,7 +220,7 @@ func deltaTargets(ctx context.Context, pgdata string, m *catalog.Manifest, worke
 			if gctx.Err() != nil {
 				return gctx.Err()
 			}
-			ts, n, err := compareFile(pgdata, m, &m.Files[i])
+			ts, n, err := compareFile(pgdata, m, &m.Files[i], known)
 			perFile[i], compared[i] = ts, n
 			return err
 		})
@@ -241,8 +242,9 @@ func deltaTargets(ctx context.Context, pgdata string, m *catalog.Manifest, worke
 }
 
 // compareFile returns what of f must be written, and how many local bytes
-// it read to find out.
-func compareFile(pgdata string, m *catalog.Manifest, f *catalog.File) ([]target, int64, error) {
+// it read to find out: none when the last restore recorded the file
+// (known) and it has not changed since.
+func compareFile(pgdata string, m *catalog.Manifest, f *catalog.File, known map[string]restoredFile) ([]target, int64, error) {
 	all := func() []target {
 		ts := make([]target, len(f.Pieces))
 		for k, p := range f.Pieces {
@@ -252,6 +254,13 @@ func compareFile(pgdata string, m *catalog.Manifest, f *catalog.File) ([]target,
 	}
 	if f.Path == "global/pg_control" {
 		return all(), 0, nil
+	}
+	if rec, ok := known[f.Path]; ok {
+		if now, ok := fileIdentity(filepath.Join(pgdata, filepath.FromSlash(f.Path))); ok && rec.sameFile(now) {
+			if ts, ok := compareRecorded(f, rec); ok {
+				return ts, 0, nil
+			}
+		}
 	}
 	fh, err := os.Open(filepath.Join(pgdata, filepath.FromSlash(f.Path)))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -298,6 +307,32 @@ func compareFile(pgdata string, m *catalog.Manifest, f *catalog.File) ([]target,
 	return out, read, nil
 }
 
+// compareRecorded is compareFile for a file whose chunk checksums were
+// recorded: it reports false when f has pieces it cannot judge that way.
+func compareRecorded(f *catalog.File, rec restoredFile) ([]target, bool) {
+	var out []target
+	for _, p := range f.Pieces {
+		if p.Chunks == nil {
+			return nil, false
+		}
+		n := catalog.ChunkCount(p.Size)
+		write := make([]bool, n)
+		any := false
+		for ci := range n {
+			at := int(p.FileOffset/catalog.ChunkSize) + ci
+			size := min(catalog.ChunkSize, p.Size-int64(ci)*catalog.ChunkSize)
+			localSize := min(catalog.ChunkSize, rec.Size-int64(at)*catalog.ChunkSize)
+			if 8*at+8 > len(rec.Chunks) || localSize != size || binary.LittleEndian.Uint64(rec.Chunks[8*at:]) != binary.LittleEndian.Uint64(p.Chunks[8*ci:]) {
+				write[ci], any = true, true
+			}
+		}
+		if any {
+			out = append(out, target{file: f, piece: p, write: write})
+		}
+	}
+	return out, true
+}
+
 // deltaObjects counts the objects m has and those targets need.
 func deltaObjects(m *catalog.Manifest, targets map[catalog.ObjectRef][]target, st *DeltaStats) {
 	st.Objects = len(m.Objects)
@@ -306,4 +341,112 @@ func deltaObjects(m *catalog.Manifest, targets map[catalog.ObjectRef][]target, s
 			st.Fetched++
 		}
 	}
+}
+
+// RestoredRecord is the file a restore leaves in the data directory,
+// pgkeep_restored: the chunk checksums of every relation file it wrote,
+// with the file's identity (inode, size, modification and change times)
+// right after. A delta restore trusts the recorded checksums of a file
+// whose identity is unchanged (any write changes the times) instead of
+// reading it: a cluster restored and not much used since compares in the
+// time of a stat per file. It is removed before a restore writes
+// anything, written anew at its end, and never backed up.
+const RestoredRecord = "pgkeep_restored"
+
+type restoredFile struct {
+	Size   int64  `json:"size"`
+	Ino    uint64 `json:"ino"`
+	MTime  int64  `json:"mtime_ns"`
+	CTime  int64  `json:"ctime_ns"`
+	Chunks []byte `json:"chunks"`
+}
+
+type restoredState struct {
+	Format int                     `json:"format"`
+	Backup string                  `json:"backup"`
+	Files  map[string]restoredFile `json:"files"`
+}
+
+// fileIdentity returns what restoredFile records of the file at p.
+func fileIdentity(p string) (restoredFile, bool) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(p, &st); err != nil {
+		return restoredFile{}, false
+	}
+	return restoredFile{Size: st.Size, Ino: st.Ino, MTime: st.Mtim.Nano(), CTime: st.Ctim.Nano()}, true
+}
+
+// sameFile reports whether the file is as recorded.
+func (f restoredFile) sameFile(now restoredFile) bool {
+	return f.Size == now.Size && f.Ino == now.Ino && f.MTime == now.MTime && f.CTime == now.CTime
+}
+
+// fileChunks returns the chunk checksums of f's content from its
+// manifest pieces, when they cover the file from 0, in chunk order.
+func fileChunks(f *catalog.File) ([]byte, bool) {
+	var out []byte
+	var at int64
+	for _, p := range f.Pieces {
+		if p.Chunks == nil || p.FileOffset != at {
+			return nil, false
+		}
+		out = append(out, p.Chunks...)
+		at += p.Size
+	}
+	return out, at == f.Size && f.Size > 0
+}
+
+// writeRestoredRecord records the relation files of m as they are now,
+// in a file given to owner (if not nil) like the rest.
+func writeRestoredRecord(pgdata string, m *catalog.Manifest, owner *Owner) error {
+	st := restoredState{Format: 1, Backup: m.ID, Files: map[string]restoredFile{}}
+	for i := range m.Files {
+		f := &m.Files[i]
+		chunks, ok := fileChunks(f)
+		if !ok {
+			continue
+		}
+		id, ok := fileIdentity(filepath.Join(pgdata, filepath.FromSlash(f.Path)))
+		if !ok || id.Size != f.Size {
+			continue
+		}
+		id.Chunks = chunks
+		st.Files[f.Path] = id
+	}
+	data, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(pgdata, RestoredRecord+".tmp")
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return fmt.Errorf("writing %s: %w", RestoredRecord, err)
+	}
+	if owner != nil {
+		if err := os.Lchown(tmp, owner.UID, owner.GID); err != nil {
+			return fmt.Errorf("giving %s to %s: %w", RestoredRecord, owner, err)
+		}
+	}
+	return os.Rename(tmp, filepath.Join(pgdata, RestoredRecord))
+}
+
+// readRestoredRecord returns what the last restore into pgdata recorded
+// (nil if nothing usable), and removes the record: from here on the
+// files change.
+func readRestoredRecord(pgdata string) (map[string]restoredFile, error) {
+	p := filepath.Join(pgdata, RestoredRecord)
+	data, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Remove(p); err != nil {
+		return nil, fmt.Errorf("removing %s: %w", RestoredRecord, err)
+	}
+	var st restoredState
+	if json.Unmarshal(data, &st) != nil || st.Format != 1 {
+		return nil, nil // unreadable: compare by reading
+	}
+	return st.Files, nil
 }

@@ -65,8 +65,12 @@ type Options struct {
 	// its server stopped, writing only what differs from the backup and
 	// removing what the backup does not have (delta.go). An empty target
 	// is restored as usual.
-	Delta    bool
-	Progress progress.Reporter
+	Delta bool
+	// DeltaReadAll makes a delta restore read every local file to compare
+	// it, ignoring the checksums the last restore recorded
+	// (RestoredRecord).
+	DeltaReadAll bool
+	Progress     progress.Reporter
 }
 
 // NamedPath is a path and what it is, for messages.
@@ -261,6 +265,11 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	if err := syncTree(opts.PGData, tsMap, opts.Owner); err != nil {
 		return nil, err
 	}
+	// After the fsync and the ownership changes (which change the files'
+	// change times): what a later delta restore may trust.
+	if err := writeRestoredRecord(opts.PGData, m, opts.Owner); err != nil {
+		return nil, err
+	}
 	// pg_control goes last: until it exists PostgreSQL refuses to start,
 	// so an interrupted restore can never be started by mistake.
 	if err := os.Rename(filepath.Join(opts.PGData, controlTemp), filepath.Join(opts.PGData, "global", "pg_control")); err != nil {
@@ -279,6 +288,13 @@ func prepareDelta(ctx context.Context, opts Options, m *catalog.Manifest, st *De
 	if err := moveControlAside(opts.PGData); err != nil {
 		return nil, nil, err
 	}
+	known, err := readRestoredRecord(opts.PGData)
+	if err != nil {
+		return nil, nil, err
+	}
+	if opts.DeltaReadAll {
+		known = nil
+	}
 	tsMap, err := deltaLayout(opts.PGData, m, opts.TablespaceMap, opts.Owner)
 	if err != nil {
 		return nil, nil, err
@@ -291,7 +307,7 @@ func prepareDelta(ctx context.Context, opts Options, m *catalog.Manifest, st *De
 	if err := makeDirs(opts.PGData, m, tsMap); err != nil {
 		return nil, nil, err
 	}
-	targets, err := deltaTargets(ctx, opts.PGData, m, opts.Workers, st)
+	targets, err := deltaTargets(ctx, opts.PGData, m, known, opts.Workers, st)
 	if err != nil {
 		return nil, nil, err
 	}
