@@ -124,6 +124,20 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	}
 	rep := opts.Progress
 
+	// The newest backup, a parent candidate, is read while the server is
+	// inspected.
+	type newestBackup struct {
+		m   *catalog.Manifest
+		err error
+	}
+	newest := make(chan newestBackup, 1)
+	if opts.Type != TypeFull {
+		go func() {
+			m, err := catalog.Newest(ctx, r)
+			newest <- newestBackup{m, err}
+		}()
+	}
+
 	conn, err := pgx.Connect(ctx, opts.ConnString)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to PostgreSQL (set PGHOST, PGPORT, PGUSER): %w", err)
@@ -162,12 +176,21 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 
 	var parent *catalog.Manifest
 	if opts.Type != TypeFull {
-		cat, err := catalog.Load(ctx, r)
-		if err != nil {
-			return nil, fmt.Errorf("reading the repository's backups: %w", err)
-		}
+		nw := <-newest
 		var why string
-		if parent, why = chooseParent(cat.Backups, opts.Type, opts.MaxChain, opts.FullEvery, srv.timeline, now()); parent == nil {
+		switch {
+		case errors.Is(nw.err, envelope.ErrCorrupt):
+			// A damaged backup must not stop the next one: it is a full
+			// one, and verify names the damage.
+			why = fmt.Sprintf("the newest backup's manifest is damaged (%v); run pgkeep verify", nw.err)
+			rep.Logf("WARNING: %s", why)
+			warnings = append(warnings, why)
+		case nw.err != nil:
+			return nil, fmt.Errorf("reading the repository's newest backup: %w", nw.err)
+		default:
+			parent, why = chooseParent(nw.m, opts.Type, opts.MaxChain, opts.FullEvery, srv.timeline, now())
+		}
+		if parent == nil {
 			rep.Logf("taking a full backup: %s", why)
 			if opts.Type == TypeIncremental {
 				warnings = append(warnings, "an incremental backup was asked for, but "+why+": this one is a full backup")
@@ -303,7 +326,7 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 			return nil, err
 		}
 		m.Objects = append(m.Objects, referred...)
-		m.Type, m.Parent, m.Chain = TypeIncremental, parent.ID, parent.Chain+1
+		m.Type, m.Parent, m.Chain, m.Full = TypeIncremental, parent.ID, parent.Chain+1, parent.FullOf()
 		// expire keeps what a backup in progress builds on, but one that
 		// planned from an older listing may have removed it meanwhile.
 		for _, b := range chainOf(referred, parent.ID) {

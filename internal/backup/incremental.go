@@ -71,18 +71,17 @@ const (
 	DefaultFullEvery = 7 * 24 * time.Hour
 )
 
-// chooseParent picks the backup an incremental backup builds on from the
-// complete backups (oldest first), or returns nil and why the backup is a
-// full one. timeline is the server's.
-func chooseParent(backups []*catalog.Manifest, typ string, maxChain int, fullEvery time.Duration, timeline uint32, now time.Time) (*catalog.Manifest, string) {
+// chooseParent decides whether the backup builds on newest, the newest
+// complete backup (nil: there is none), and returns it, or nil and why the
+// backup is a full one. timeline is the server's.
+func chooseParent(newest *catalog.Manifest, typ string, maxChain int, fullEvery time.Duration, timeline uint32, now time.Time) (*catalog.Manifest, string) {
 	if typ == TypeFull {
 		return nil, "a full backup was asked for"
 	}
-	if len(backups) == 0 {
-		return nil, "there is no earlier backup to build on"
-	}
-	p := backups[len(backups)-1]
+	p := newest
 	switch {
+	case p == nil:
+		return nil, "there is no earlier backup to build on"
 	case p.Sealed:
 		return nil, fmt.Sprintf("the repository is encrypted and this host has no key to read what backup %s holds", p.ID)
 	case p.Timeline != timeline:
@@ -96,18 +95,13 @@ func chooseParent(backups []*catalog.Manifest, typ string, maxChain int, fullEve
 	if p.Chain+1 > maxChain {
 		return nil, fmt.Sprintf("backup %s ends a chain of %d incremental backups (--max-chain %d)", p.ID, p.Chain, maxChain)
 	}
-	byID := map[string]*catalog.Manifest{}
-	for _, b := range backups {
-		byID[b.ID] = b
+	full := p.FullOf()
+	started, ok := catalog.IDTime(full)
+	if !ok {
+		return nil, fmt.Sprintf("the chain of backup %s names no full backup (run pgkeep verify)", p.ID)
 	}
-	root := p
-	for root.Incremental() {
-		if root = byID[root.Parent]; root == nil {
-			return nil, fmt.Sprintf("the chain of backup %s is broken (run pgkeep verify)", p.ID)
-		}
-	}
-	if age := now.Sub(root.StartTime); age >= fullEvery {
-		return nil, fmt.Sprintf("the newest full backup, %s, is %s old (--full-every %s)", root.ID, units.Duration(age), units.Duration(fullEvery))
+	if age := now.Sub(started); age >= fullEvery {
+		return nil, fmt.Sprintf("the newest full backup, %s, is %s old (--full-every %s)", full, units.Duration(age), units.Duration(fullEvery))
 	}
 	return p, ""
 }

@@ -130,46 +130,50 @@ func TestPlanIncrementalRules(t *testing.T) {
 
 func TestChooseParent(t *testing.T) {
 	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
-	mk := func(id string, chain int, parent string, age time.Duration) *catalog.Manifest {
+	mk := func(id string, chain int, parent, full string) *catalog.Manifest {
 		m := parentWith("base/5/1", 1, cs)
-		m.ID, m.Chain, m.Parent, m.StartTime = id, chain, parent, now.Add(-age)
+		m.ID, m.Chain, m.Parent, m.Full = id, chain, parent, full
+		m.StartTime, _ = catalog.IDTime(id)
 		if parent != "" {
 			m.Type = "incremental"
 		}
 		return m
 	}
-	full := mk("20261201T000000Z", 0, "", 12*time.Hour)
-	inc := mk("20261201T010000Z", 1, full.ID, 11*time.Hour)
-	old := mk("20261101T000000Z", 0, "", 30*24*time.Hour)
-	sealed := mk("20261201T020000Z", 0, "", time.Hour)
+	full := mk("20261201T000000Z", 0, "", "")
+	inc := mk("20261201T010000Z", 1, full.ID, full.ID)
+	old := mk("20261101T000000Z", 0, "", "")
+	oldInc := mk("20261130T000000Z", 3, "20261129T000000Z", old.ID)
+	sealed := mk("20261201T020000Z", 0, "", "")
 	sealed.Sealed = true
-	otherTL := mk("20261201T030000Z", 0, "", time.Hour)
+	otherTL := mk("20261201T030000Z", 0, "", "")
 	otherTL.Timeline = 2
-	nochunks := mk("20261201T040000Z", 0, "", time.Hour)
+	nochunks := mk("20261201T040000Z", 0, "", "")
 	nochunks.Files[0].Pieces[0].Chunks = nil
+	noFull := mk("20261201T050000Z", 1, full.ID, "")
 
 	cases := []struct {
 		name     string
-		backups  []*catalog.Manifest
+		newest   *catalog.Manifest
 		typ      string
 		maxChain int
 		want     string // parent id, or a word of the reason
 	}{
 		{"no backups", nil, TypeAuto, 7, "no earlier backup"},
-		{"on the full", []*catalog.Manifest{full}, TypeAuto, 7, full.ID},
-		{"on the newest", []*catalog.Manifest{full, inc}, TypeAuto, 7, inc.ID},
-		{"chain full", []*catalog.Manifest{full, inc}, TypeAuto, 1, "--max-chain"},
-		{"max-chain 0", []*catalog.Manifest{full}, TypeAuto, -1, "--max-chain"},
-		{"full too old", []*catalog.Manifest{old}, TypeAuto, 7, "--full-every"},
-		{"asked for incremental: old full is fine", []*catalog.Manifest{old}, TypeIncremental, 7, old.ID},
-		{"asked for full", []*catalog.Manifest{full}, TypeFull, 7, "full backup was asked"},
-		{"sealed", []*catalog.Manifest{sealed}, TypeIncremental, 7, "no key"},
-		{"timeline", []*catalog.Manifest{otherTL}, TypeAuto, 7, "timeline 2"},
-		{"no chunk checksums", []*catalog.Manifest{nochunks}, TypeAuto, 7, "without chunk checksums"},
-		{"broken chain", []*catalog.Manifest{inc}, TypeAuto, 7, "broken"},
+		{"on the full", full, TypeAuto, 7, full.ID},
+		{"on the newest", inc, TypeAuto, 7, inc.ID},
+		{"chain full", inc, TypeAuto, 1, "--max-chain"},
+		{"max-chain 0", full, TypeAuto, -1, "--max-chain"},
+		{"full too old", old, TypeAuto, 7, "--full-every"},
+		{"the chain's full too old", oldInc, TypeAuto, 7, old.ID},
+		{"asked for incremental: old full is fine", old, TypeIncremental, 7, old.ID},
+		{"asked for full", full, TypeFull, 7, "full backup was asked"},
+		{"sealed", sealed, TypeIncremental, 7, "no key"},
+		{"timeline", otherTL, TypeAuto, 7, "timeline 2"},
+		{"no chunk checksums", nochunks, TypeAuto, 7, "without chunk checksums"},
+		{"no full named", noFull, TypeAuto, 7, "names no full"},
 	}
 	for _, c := range cases {
-		p, why := chooseParent(c.backups, c.typ, c.maxChain, 7*24*time.Hour, 1, now)
+		p, why := chooseParent(c.newest, c.typ, c.maxChain, 7*24*time.Hour, 1, now)
 		got := why
 		if p != nil {
 			got = p.ID

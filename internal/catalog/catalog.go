@@ -90,6 +90,23 @@ func Load(ctx context.Context, r *repo.Repo) (*Catalog, error) {
 	return c, nil
 }
 
+// Newest returns the manifest of the newest complete backup (nil if there
+// is none), listing only the backups: what a backup needs to choose its
+// parent, at a cost that does not grow with the archived WAL or the
+// number of backups.
+func Newest(ctx context.Context, r *repo.Repo) (*Manifest, error) {
+	entries, err := r.ListBackups(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for i := len(entries) - 1; i >= 0; i-- {
+		if entries[i].Complete && ValidID(entries[i].ID) {
+			return ReadManifest(ctx, r, entries[i].ID)
+		}
+	}
+	return nil, nil
+}
+
 // LoadWAL lists the archived WAL and reads the timeline histories: what
 // wal-fetch needs to tell the end of the archive from a gap.
 func LoadWAL(ctx context.Context, r *repo.Repo, segSize uint64) (*WALIndex, Histories, error) {

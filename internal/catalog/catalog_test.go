@@ -54,7 +54,7 @@ func TestValidate(t *testing.T) {
 		"full with a parent":     func(m *Manifest) { m.Parent = "20261123T100000Z" },
 		"incremental, no parent": func(m *Manifest) { m.Type = "incremental"; m.Chain = 1 },
 		"parent after it": func(m *Manifest) {
-			m.Type, m.Parent, m.Chain = "incremental", "20261125T100000Z", 1
+			m.Type, m.Parent, m.Chain, m.Full = "incremental", "20261125T100000Z", 1, "20261122T100000Z"
 		},
 		"unknown type": func(m *Manifest) { m.Type = "differential" },
 		"refers to a later backup": func(m *Manifest) {
@@ -63,7 +63,7 @@ func TestValidate(t *testing.T) {
 		"refers to an unlisted object": func(m *Manifest) { m.Files[0].Pieces[0].Backup = "20261123T100000Z" },
 	}
 	inc := validManifest()
-	inc.Type, inc.Parent, inc.Chain = "incremental", "20261123T100000Z", 1
+	inc.Type, inc.Parent, inc.Chain, inc.Full = "incremental", "20261123T100000Z", 1, "20261122T100000Z"
 	inc.Objects = append(inc.Objects, Object{Seq: 0, Size: 100, Backup: "20261122T100000Z"})
 	inc.Files[0].Pieces[0] = Piece{Object: 0, Backup: "20261122T100000Z", Offset: 0, FileOffset: 0, Size: 60, Chunks: make([]byte, 8)}
 	if err := inc.Validate(); err != nil {

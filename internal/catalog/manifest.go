@@ -42,6 +42,21 @@ const IDLayout = "20060102T150405Z"
 // NewID returns the id for a backup starting at t.
 func NewID(t time.Time) string { return t.UTC().Format(IDLayout) }
 
+// IDTime is when backup id started (ids are UTC start times).
+func IDTime(id string) (time.Time, bool) {
+	t, err := time.Parse(IDLayout, id)
+	return t, err == nil
+}
+
+// FullOf is the full backup the chain of s starts from (s itself for a
+// full backup).
+func (s *Summary) FullOf() string {
+	if s.Incremental() {
+		return s.Full
+	}
+	return s.ID
+}
+
 // ValidID reports whether id has the form NewID produces.
 func ValidID(id string) bool {
 	_, err := time.Parse(IDLayout, id)
@@ -261,9 +276,11 @@ type Summary struct {
 	// incremental backups: full).
 	Type string `json:"type,omitempty"`
 	// Parent is the backup an incremental one builds on; Chain is how
-	// many incremental backups lead back to the full one (0 for a full).
+	// many incremental backups lead back to the full one (0 for a full),
+	// and Full is that full backup.
 	Parent string `json:"parent,omitempty"`
 	Chain  int    `json:"chain"`
+	Full   string `json:"full,omitempty"`
 }
 
 // Incremental reports whether the backup builds on another.
@@ -347,12 +364,12 @@ func (m *Manifest) Validate() error {
 	}
 	switch m.Type {
 	case "", "full":
-		if m.Parent != "" || m.Chain != 0 {
+		if m.Parent != "" || m.Chain != 0 || m.Full != "" {
 			return fmt.Errorf("%w: manifest of full backup %s names a parent", envelope.ErrCorrupt, m.ID)
 		}
 	case "incremental":
-		if !ValidID(m.Parent) || m.Parent >= m.ID || m.Chain < 1 {
-			return fmt.Errorf("%w: manifest of incremental backup %s has parent %q, chain %d", envelope.ErrCorrupt, m.ID, m.Parent, m.Chain)
+		if !ValidID(m.Parent) || m.Parent >= m.ID || m.Chain < 1 || !ValidID(m.Full) || m.Full > m.Parent {
+			return fmt.Errorf("%w: manifest of incremental backup %s has parent %q, chain %d, full %q", envelope.ErrCorrupt, m.ID, m.Parent, m.Chain, m.Full)
 		}
 	default:
 		return fmt.Errorf("backup %s is of type %q, which this pgkeep does not know; upgrade pgkeep", m.ID, m.Type)

@@ -57,24 +57,39 @@ func versionStory(t *testing.T, major int) {
 		}
 		c.Exec(t, fmt.Sprintf("INSERT INTO markers (id) VALUES (%d)", i))
 	}
+	if c.QueryString(t, "SELECT count(*)::text FROM pgbench_history") == "0" {
+		t.Fatal("pgbench wrote nothing while the backup ran")
+	}
+	// Changes for an incremental backup on this major's WAL records: an
+	// update, a new table, a truncation, a drop, a database copied file
+	// by file.
+	c.Exec(t, "UPDATE pgbench_accounts SET abalance = abalance + 7 WHERE aid <= 20000")
+	c.Exec(t, "CREATE TABLE grown AS SELECT g, md5(g::text) AS h FROM generate_series(1, 20000) g")
+	c.Exec(t, "TRUNCATE pgbench_history")
+	c.Exec(t, "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) SELECT 1, 1, g, g, now() FROM generate_series(1, 500) g")
+	c.Exec(t, "DROP TABLE pgbench_tellers")
+	c.Exec(t, "CREATE DATABASE copied TEMPLATE template1")
 	want := map[string]string{}
 	for _, q := range []string{
 		"SELECT count(*)::text FROM pgbench_accounts",
 		"SELECT sum(abalance)::text FROM pgbench_accounts",
 		"SELECT count(*)::text FROM pgbench_history",
 		"SELECT sum(delta)::text FROM pgbench_history",
+		"SELECT count(DISTINCT h)::text FROM grown",
+		"SELECT count(*)::text FROM pg_class WHERE relname = 'pgbench_tellers'",
 	} {
 		want[q] = c.QueryString(t, q)
 	}
-	if want["SELECT count(*)::text FROM pgbench_history"] == "0" {
-		t.Fatal("pgbench wrote nothing while the backup ran")
+	inc, _ := takeBackup(t, c, repo)
+	if inc.Type != "incremental" || inc.Parent != id {
+		t.Fatalf("the second backup on PostgreSQL %d: %+v, want an incremental one on %s", major, inc, id)
 	}
 	switchAndWait(t, c)
 	c.Stop(t, "immediate")
 	os.RemoveAll(c.DataDir)
 
 	l := list(t, repo)
-	if len(l.Backups) != 1 || l.Backups[0].ID != id {
+	if len(l.Backups) != 2 || l.Backups[0].ID != id || l.Backups[1].ID != inc.ID {
 		t.Fatalf("list: %+v", l.Backups)
 	}
 	ls := mustRun(t, nil, append([]string{"list", "--json"}, repo.Flags()...)...)
@@ -88,6 +103,17 @@ func versionStory(t *testing.T, major int) {
 		t.Fatalf("PITR to the restore point: markers %q, want %q", got, seq(1, 5))
 	}
 	p.Stop(t, "fast")
+
+	// The incremental backup at its own consistent point: what the
+	// cluster held when it was taken (nothing was written meanwhile).
+	ri := restoreAndStart(t, repo, "--backup", inc.ID, "--target-immediate", "--archive-off")
+	for q, w := range want {
+		if got := ri.QueryString(t, q); got != w {
+			t.Errorf("incremental backup on PostgreSQL %d: %s: %s, want %s", major, q, got, w)
+		}
+	}
+	amcheckOf(t, ri, major)
+	ri.Stop(t, "fast")
 
 	// The latest: replay to the end of the archive, every committed row.
 	r := restoreAndStart(t, repo)
@@ -138,5 +164,22 @@ func pgbenchOn(t *testing.T, c *pgtest.Cluster, args ...string) func() {
 	return func() {
 		cmd.Process.Signal(os.Interrupt)
 		cmd.Wait()
+	}
+}
+
+// amcheckOf checks a cluster of PostgreSQL major: pg_amcheck from 14 on,
+// bt_index_check with heapallindexed on every B-tree index before (the
+// amcheck of 12 and 13 has no heap checks).
+func amcheckOf(t *testing.T, c *pgtest.Cluster, major int) {
+	t.Helper()
+	if major >= 14 {
+		amcheck(t, c)
+		return
+	}
+	c.Exec(t, "CREATE EXTENSION IF NOT EXISTS amcheck")
+	n := c.QueryString(t, `SELECT count(bt_index_check(i.oid, true))::text FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+		JOIN pg_am a ON a.oid = i.relam WHERE a.amname = 'btree' AND i.relpersistence <> 't'`)
+	if n == "0" {
+		t.Fatal("no B-tree index checked")
 	}
 }

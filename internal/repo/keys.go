@@ -123,28 +123,8 @@ func (r *Repo) Scan(ctx context.Context) (*Listing, error) {
 				l.Other += oi.Size
 			}
 		case strings.HasPrefix(oi.Key, backupsPrefix):
-			id, name, ok := strings.Cut(strings.TrimPrefix(oi.Key, backupsPrefix), "/")
-			if !ok {
+			if !addBackupObject(byID, oi) {
 				l.Other += oi.Size
-				return nil
-			}
-			e := byID[id]
-			if e == nil {
-				e = &BackupEntry{ID: id}
-				byID[id] = e
-			}
-			e.Objects++
-			e.Stored += oi.Size
-			if oi.ModTime.After(e.Modified) {
-				e.Modified = oi.ModTime
-			}
-			switch name {
-			case "backup.json":
-				e.Complete = true
-			case "started.json":
-				e.Started = true
-			case "pinned":
-				e.Pinned = true
 			}
 		default:
 			l.Other += oi.Size
@@ -154,11 +134,59 @@ func (r *Repo) Scan(ctx context.Context) (*Listing, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing repository %s: %w", r.Location(), err)
 	}
-	for _, e := range byID {
-		l.Backups = append(l.Backups, *e)
-	}
-	sort.Slice(l.Backups, func(i, j int) bool { return l.Backups[i].ID < l.Backups[j].ID })
+	l.Backups = sortedEntries(byID)
 	return l, nil
+}
+
+// ListBackups lists only backups/: the backups, complete or not, by id
+// (what a backup looks at to choose its parent, without listing the WAL).
+func (r *Repo) ListBackups(ctx context.Context) ([]BackupEntry, error) {
+	byID := map[string]*BackupEntry{}
+	err := r.st.List(ctx, backupsPrefix, func(oi storage.ObjectInfo) error {
+		addBackupObject(byID, oi)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing the backups of %s: %w", r.Location(), err)
+	}
+	return sortedEntries(byID), nil
+}
+
+// addBackupObject counts an object under backups/ in its entry; false
+// means it is not a backup's object.
+func addBackupObject(byID map[string]*BackupEntry, oi storage.ObjectInfo) bool {
+	id, name, ok := strings.Cut(strings.TrimPrefix(oi.Key, backupsPrefix), "/")
+	if !ok {
+		return false
+	}
+	e := byID[id]
+	if e == nil {
+		e = &BackupEntry{ID: id}
+		byID[id] = e
+	}
+	e.Objects++
+	e.Stored += oi.Size
+	if oi.ModTime.After(e.Modified) {
+		e.Modified = oi.ModTime
+	}
+	switch name {
+	case "backup.json":
+		e.Complete = true
+	case "started.json":
+		e.Started = true
+	case "pinned":
+		e.Pinned = true
+	}
+	return true
+}
+
+func sortedEntries(byID map[string]*BackupEntry) []BackupEntry {
+	out := make([]BackupEntry, 0, len(byID))
+	for _, e := range byID {
+		out = append(out, *e)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
 }
 
 // ListWAL calls fn for every object under wal/, in key order.

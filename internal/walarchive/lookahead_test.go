@@ -3,6 +3,7 @@ package walarchive
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -12,15 +13,19 @@ import (
 	"github.com/pgkeep/pgkeep/internal/envelope"
 	"github.com/pgkeep/pgkeep/internal/repo"
 	"github.com/pgkeep/pgkeep/internal/storage/local"
+	"github.com/pgkeep/pgkeep/internal/wal"
 )
 
 const testSegSize = 1 << 20
 
-// fakeSegment is a whole segment of cluster sysid: a long page header, then
-// half compressible, half random bytes.
-func fakeSegment(sysid uint64, seed uint64) []byte {
+// fakeSegment is a whole segment of cluster sysid, named name: a long page
+// header, then half compressible, half random bytes.
+func fakeSegment(sysid uint64, seed uint64, name string) []byte {
 	b := make([]byte, testSegSize)
 	copy(b, segmentHeader(sysid, testSegSize))
+	if seg, err := wal.ParseSegmentName(name, testSegSize); err == nil {
+		binary.LittleEndian.PutUint64(b[8:], uint64(wal.SegmentStartLSN(seg.No, testSegSize)))
+	}
 	rng := rand.New(rand.NewPCG(seed, seed))
 	for i := testSegSize / 2; i < testSegSize; i += 8 {
 		v := rng.Uint64()
@@ -34,7 +39,7 @@ func fakeSegment(sysid uint64, seed uint64) []byte {
 func TestEncodeFileRoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "000000010000000000000001")
-	data := fakeSegment(42, 1)
+	data := fakeSegment(42, 1, filepath.Base(p))
 	data = append(data, data[:12345]...) // not a multiple of the chunk size
 	if err := os.WriteFile(p, data, 0o600); err != nil {
 		t.Fatal(err)
@@ -73,7 +78,7 @@ func TestRecordMatchesOnlyTheFileThatWasRead(t *testing.T) {
 	os.MkdirAll(filepath.Join(walDir, pushedDir), 0o700)
 	name := "000000010000000000000002"
 	p := filepath.Join(walDir, name)
-	data := fakeSegment(42, 2)
+	data := fakeSegment(42, 2, name)
 	os.WriteFile(p, data, 0o600)
 	tag := RepoTag("s3://bucket/a http://127.0.0.1:9000")
 	record := func() {
@@ -156,7 +161,7 @@ func TestPushAheadUploadsAndRecords(t *testing.T) {
 		if i == 3 {
 			sysid = 7 // another cluster's
 		}
-		segs[n] = fakeSegment(sysid, uint64(i))
+		segs[n] = fakeSegment(sysid, uint64(i), n)
 		os.WriteFile(filepath.Join(walDir, n), segs[n], 0o600)
 		os.WriteFile(filepath.Join(walDir, "archive_status", n+".ready"), nil, 0o600)
 	}

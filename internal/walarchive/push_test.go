@@ -48,7 +48,7 @@ func (e *pushEnv) repo() *repo.Repo {
 func (e *pushEnv) segment(t *testing.T, name string, seed uint64) string {
 	t.Helper()
 	p := filepath.Join(e.walDir, name)
-	if err := os.WriteFile(p, fakeSegment(42, seed), 0o600); err != nil {
+	if err := os.WriteFile(p, fakeSegment(42, seed, name), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -88,7 +88,7 @@ func TestPushCachesTheIdentity(t *testing.T) {
 	// The cached record is checked against every segment as the fetched
 	// one is: another cluster's segment is refused.
 	p := filepath.Join(e.walDir, "000000010000000000000009")
-	os.WriteFile(p, fakeSegment(43, 9), 0o600)
+	os.WriteFile(p, fakeSegment(43, 9, filepath.Base(p)), 0o600)
 	if _, err := Push(ctx, e.repo(), p, opts); !errors.Is(err, repo.ErrForeignCluster) {
 		t.Fatalf("another cluster's segment with the identity cached: %v", err)
 	}
@@ -136,7 +136,7 @@ func TestPushThroughFaults(t *testing.T) {
 		t.Fatal("a failed push stored the segment")
 	}
 
-	os.WriteFile(seg, fakeSegment(42, 99), 0o600)
+	os.WriteFile(seg, fakeSegment(42, 99, filepath.Base(seg)), 0o600)
 	if _, err := Push(ctx, e.repo(), seg, PushOptions{}); !errors.Is(err, repo.ErrConflict) {
 		t.Fatalf("different content under an archived name: %v", err)
 	}

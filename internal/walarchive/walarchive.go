@@ -188,6 +188,16 @@ func identify(kind wal.Kind, head []byte, size int64, path, pgdata string) (clus
 		if kind == wal.KindSegment && uint64(size) != uint64(hdr.SegSize) {
 			return clusterInfo{}, fmt.Errorf("%s is %d bytes but its header says segments are %d bytes; is it being written?", path, size, hdr.SegSize)
 		}
+		// A recycled segment file keeps the content of the segment it was
+		// (PostgreSQL renames old segments to future names): stored under
+		// this name, it would stand in for the real segment, whose push
+		// then conflicts with it.
+		name := filepath.Base(path)
+		if seg, err := wal.ParseSegmentName(name[:24], uint64(hdr.SegSize)); err == nil {
+			if want := wal.SegmentStartLSN(seg.No, uint64(hdr.SegSize)); hdr.PageAddr != want {
+				return clusterInfo{}, fmt.Errorf("refusing to archive %s: its first page is of WAL at %s, not of this segment (%s): a recycled or misnamed file, not a segment PostgreSQL finished", name, hdr.PageAddr, want)
+			}
+		}
 		// The page magic names the major that wrote the segment.
 		return clusterInfo{sysID: hdr.SysID, major: hdr.Major, segSize: uint64(hdr.SegSize), source: "the segment's page header"}, nil
 	}

@@ -47,7 +47,7 @@ func TestPushChecksTheSegmentsMajor(t *testing.T) {
 	walDir := filepath.Join(root, "pg_wal")
 	os.MkdirAll(walDir, 0o700)
 	push := func(name string, magic uint16) error {
-		seg := fakeSegment(42, 1)
+		seg := fakeSegment(42, 1, name)
 		binary.LittleEndian.PutUint16(seg, magic)
 		p := filepath.Join(walDir, name)
 		if err := os.WriteFile(p, seg, 0o600); err != nil {
@@ -129,5 +129,35 @@ func TestPushHistoryFileChecksPgControl(t *testing.T) {
 	}
 	if _, err := r.Identity(ctx); !errors.Is(err, repo.ErrNoRepository) {
 		t.Errorf("a repository was created for PostgreSQL 19: %v", err)
+	}
+}
+
+// A recycled segment file (PostgreSQL renames old segments to future
+// names, content and all) is refused: stored under its new name it would
+// stand in for the real segment, whose push would then conflict with it.
+func TestPushRefusesARecycledSegment(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	st, err := local.New(filepath.Join(root, "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := repo.New(st, repo.Options{})
+	if _, err := r.EnsureIdentity(ctx, repo.Identity{SystemIdentifier: 42, PGMajor: 15, WalSegSize: testSegSize}); err != nil {
+		t.Fatal(err)
+	}
+	walDir := filepath.Join(root, "pg_wal")
+	os.MkdirAll(walDir, 0o700)
+	p := filepath.Join(walDir, "000000010000000000000005")
+	os.WriteFile(p, fakeSegment(42, 1, "000000010000000000000001"), 0o600)
+	if _, err := Push(ctx, r, p, PushOptions{}); err == nil || !strings.Contains(err.Error(), "recycled") {
+		t.Fatalf("a recycled segment: %v", err)
+	}
+	if ok, _ := r.Exists(ctx, repo.WAL("000000010000000000000005")); ok {
+		t.Fatal("the recycled segment was stored")
+	}
+	os.WriteFile(p, fakeSegment(42, 1, "000000010000000000000005"), 0o600)
+	if _, err := Push(ctx, r, p, PushOptions{}); err != nil {
+		t.Fatalf("the real segment 5: %v", err)
 	}
 }
