@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -311,7 +312,13 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	if len(segs) == 0 {
 		return nil, fmt.Errorf("the server stopped the backup at LSN %s, not after its start %s", stopLSN, startLSN)
 	}
-	archiveReady(ctx, r, pgdata, segs, rep)
+	// The backup archives its finished segments itself only where that
+	// is what PostgreSQL's archiver would do (archive_command runs pgkeep
+	// wal-push) and the archiver has not failed since the backup began:
+	// a broken or foreign archive_command must show, not be papered over.
+	if now, err := pgstat.Read(ctx, conn, pgdata); err == nil && strings.Contains(now.Command, "wal-push") && now.FailedCount == arch.FailedCount {
+		archiveReady(ctx, r, pgdata, segs, rep)
+	}
 	if err := waitForWAL(ctx, r, conn, pgdata, segs, opts.WALTimeout, rep); err != nil {
 		return nil, fmt.Errorf("backup %s is not restorable: %w", id, err)
 	}

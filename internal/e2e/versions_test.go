@@ -98,7 +98,9 @@ func versionStory(t *testing.T, major int) {
 	}
 
 	// PITR to the restore point: exactly the markers before it.
-	p := restoreAndStart(t, repo, "--target-name", "versions-before-6", "--archive-off")
+	// (A named target says nothing pgkeep can place: the backup before it
+	// is named.)
+	p := restoreAndStart(t, repo, "--target-name", "versions-before-6", "--backup", id, "--archive-off")
 	if got := markers(t, p); got != seq(1, 5) {
 		t.Fatalf("PITR to the restore point: markers %q, want %q", got, seq(1, 5))
 	}

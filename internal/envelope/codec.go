@@ -128,7 +128,7 @@ func newCompressor(c Compression) (compressor, error) {
 		}
 		// Concurrency 1: pgkeep parallelises across objects, not inside one.
 		enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(lvl), zstd.WithEncoderConcurrency(1),
-			zstd.WithEncoderCRC(false), zstd.WithWindowSize(1<<22))
+			zstd.WithEncoderCRC(false), zstd.WithWindowSize(1<<20))
 		if err != nil {
 			return nil, fmt.Errorf("creating zstd encoder: %w", err)
 		}

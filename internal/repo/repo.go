@@ -153,8 +153,14 @@ func (r *Repo) PutEncoded(ctx context.Context, key Key, encoded []byte, sum enve
 }
 
 func (r *Repo) putEncoded(ctx context.Context, key Key, encoded []byte, sum envelope.Sum) (PutResult, error) {
-	res := PutResult{Sum: sum, Stored: int64(len(encoded))}
-	err := r.st.Put(ctx, key.s, bytes.NewReader(encoded), int64(len(encoded)))
+	return r.PutEncodedAt(ctx, key, bytes.NewReader(encoded), int64(len(encoded)), sum)
+}
+
+// PutEncodedAt is PutEncoded for an envelope of size bytes read through
+// encoded (which a retry reads again from the start).
+func (r *Repo) PutEncodedAt(ctx context.Context, key Key, encoded io.ReaderAt, size int64, sum envelope.Sum) (PutResult, error) {
+	res := PutResult{Sum: sum, Stored: size}
+	err := r.st.Put(ctx, key.s, io.NewSectionReader(encoded, 0, size), size)
 	if err == nil {
 		return res, nil
 	}

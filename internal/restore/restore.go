@@ -175,6 +175,12 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	if err := pgversion.Check(m.PGMajor, "backup "+m.ID); err != nil {
 		return nil, fmt.Errorf("refusing to restore: %w", err)
 	}
+	if (opts.Target.Name != "" || opts.Target.XID != "") && opts.BackupID == "" && len(cat.Backups) > 1 {
+		// Neither says where in the WAL it lies: recovery from the newest
+		// backup cannot reach one before that backup's end.
+		rep.Logf("WARNING: restoring the newest backup, %s: a restore point or transaction before its end (LSN %s, %s) cannot be reached from it; name an earlier backup with --backup",
+			m.ID, m.StopLSN, m.StopTime.UTC().Format(time.RFC3339))
+	}
 	if err := m.NeedContents(); err != nil {
 		return nil, err
 	}

@@ -1,7 +1,6 @@
 package walarchive
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -28,7 +27,64 @@ const headSize = 64
 
 var chunkPool = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
 
-var outPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+// outChunk is the unit of the encoded envelope's buffer.
+const outChunk = 1 << 20
+
+var outPool = sync.Pool{New: func() any { b := make([]byte, outChunk); return &b }}
+
+// chunkedBuffer holds an encoded envelope in 1 MiB chunks from a pool:
+// memory grows with what is written, is never copied to grow, and a
+// compressed segment touches only the pages it needs (fresh pages are what
+// a short-lived wal-push pays most for: presizing for the whole segment
+// cost as much as compressing it). It is read back through ReadAt.
+type chunkedBuffer struct {
+	chunks []*[]byte
+	n      int64
+}
+
+func (b *chunkedBuffer) Write(p []byte) (int, error) {
+	written := len(p)
+	for len(p) > 0 {
+		off := int(b.n % outChunk)
+		if off == 0 && int(b.n/outChunk) == len(b.chunks) {
+			b.chunks = append(b.chunks, outPool.Get().(*[]byte))
+		}
+		c := *b.chunks[b.n/outChunk]
+		k := copy(c[off:], p)
+		p = p[k:]
+		b.n += int64(k)
+	}
+	return written, nil
+}
+
+// Len is the number of bytes written.
+func (b *chunkedBuffer) Len() int64 { return b.n }
+
+// ReadAt implements io.ReaderAt over what was written.
+func (b *chunkedBuffer) ReadAt(p []byte, off int64) (int, error) {
+	if off >= b.n {
+		return 0, io.EOF
+	}
+	n := 0
+	for n < len(p) && off < b.n {
+		c := *b.chunks[off/outChunk]
+		k := copy(p[n:], c[off%outChunk:min(int64(outChunk), b.n-off/outChunk*outChunk)])
+		n += k
+		off += int64(k)
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// release returns the chunks to the pool.
+func (b *chunkedBuffer) release() {
+	for _, c := range b.chunks {
+		outPool.Put(c)
+	}
+	b.chunks, b.n = nil, 0
+}
 
 // fileID identifies one version of a file without reading it: a write
 // changes mtime and ctime, a rename changes ctime, recycling gives another
@@ -52,16 +108,15 @@ func idOf(fi os.FileInfo) (fileID, bool) {
 
 // encodedFile is a WAL file encoded as one envelope, ready to store.
 type encodedFile struct {
-	buf  *bytes.Buffer // the envelope; release returns it to the pool
+	buf  *chunkedBuffer // the envelope; release returns it to the pool
 	sum  envelope.Sum  // of the content
 	head []byte        // the first bytes of the content
 	id   fileID        // the file as it was read (zero if unknown)
 }
 
 func (e *encodedFile) release() {
-	if e.buf != nil && e.buf.Cap() <= 32<<20 {
-		e.buf.Reset()
-		outPool.Put(e.buf)
+	if e.buf != nil {
+		e.buf.release()
 	}
 	e.buf = nil
 }
@@ -93,13 +148,7 @@ func encodeOpen(f *os.File, comp envelope.Compression, ci envelope.Cipher, tee i
 	if err != nil {
 		return nil, fmt.Errorf("reading WAL file: %w", err)
 	}
-	out := outPool.Get().(*bytes.Buffer)
-	out.Reset()
-	// Room for the whole envelope at once: growing a buffer by doubling
-	// copies and clears it again and again, which for one segment in a
-	// fresh process cost as much as compressing it. Compressed WAL is
-	// rarely larger than the file; incompressible content is a little.
-	out.Grow(int(before.Size()) + int(before.Size())>>7 + envelope.Overhead + 4096)
+	out := &chunkedBuffer{}
 	enc := &encodedFile{buf: out}
 	ok := false
 	defer func() {

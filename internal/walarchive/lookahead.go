@@ -271,7 +271,7 @@ func pushAheadOne(ctx context.Context, r *repo.Repo, id *repo.Identity, tag, wal
 	case enc.id == fileID{}:
 		return errors.New("file identity unknown")
 	}
-	if _, err := r.PutEncoded(ctx, repo.WAL(name), enc.buf.Bytes(), enc.sum); err != nil {
+	if _, err := r.PutEncodedAt(ctx, repo.WAL(name), enc.buf, enc.buf.Len(), enc.sum); err != nil {
 		return err
 	}
 	if sum != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -53,7 +54,7 @@ func TestEncodeFileRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, sum, err := envelope.Decode(bytes.NewReader(enc.buf.Bytes()), nil)
+		got, sum, err := envelope.Decode(io.NewSectionReader(enc.buf, 0, enc.buf.Len()), nil)
 		if err != nil || !bytes.Equal(got, data) || sum != sumOf(data) || enc.sum != sum {
 			t.Fatalf("%s: round trip failed: err %v, sum %v want %v", c, err, enc.sum, sumOf(data))
 		}
@@ -196,4 +197,29 @@ func sumOf(p []byte) envelope.Sum {
 	h := envelope.NewHasher()
 	h.Write(p)
 	return h.Sum()
+}
+
+func TestChunkedBuffer(t *testing.T) {
+	var b chunkedBuffer
+	want := make([]byte, 3*outChunk+12345)
+	for i := range want {
+		want[i] = byte(i * 7)
+	}
+	for off := 0; off < len(want); {
+		n := min(len(want)-off, 1+off%70000)
+		b.Write(want[off : off+n])
+		off += n
+	}
+	if b.Len() != int64(len(want)) {
+		t.Fatalf("len %d", b.Len())
+	}
+	got, err := io.ReadAll(io.NewSectionReader(&b, 0, b.Len()))
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read back: %v, %d bytes", err, len(got))
+	}
+	part := make([]byte, 100)
+	if n, err := b.ReadAt(part, int64(outChunk)-50); n != 100 || err != nil || !bytes.Equal(part, want[outChunk-50:outChunk+50]) {
+		t.Fatalf("across a chunk boundary: %d %v", n, err)
+	}
+	b.release()
 }

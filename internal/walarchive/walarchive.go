@@ -156,7 +156,7 @@ func Push(ctx context.Context, r *repo.Repo, path string, opts PushOptions) (Pus
 		// is no longer needed.
 		removePrefetchSpool(filepath.Dir(walDir))
 	}
-	res, err := r.PutEncoded(ctx, key, enc.buf.Bytes(), enc.sum)
+	res, err := r.PutEncodedAt(ctx, key, enc.buf, enc.buf.Len(), enc.sum)
 	if err != nil {
 		if errors.Is(err, repo.ErrConflict) {
 			return PushResult{}, fmt.Errorf("refusing to archive %s: %w", name, err)

@@ -253,8 +253,8 @@ type Summarizer struct {
 	major   int
 	d       walrec.Decoded // reused for every record
 	pending map[RelFork]*[]uint32
-	lastR   RelFork
-	lastP   *[]uint32
+	recent  [8]recentFork
+	next    int
 }
 
 // NewSummarizer returns a summarizer of the records of PostgreSQL major.
@@ -272,18 +272,63 @@ func (z *Summarizer) Record(rec *walrec.Record) error {
 }
 
 func (z *Summarizer) block(r RelFork, b uint32) {
-	if z.lastP == nil || z.lastR != r {
-		p := z.pending[r]
-		if p == nil {
+	// Records touch a few forks in turn (a table, its indexes, its
+	// visibility map): the last ones are looked up without the map.
+	var p *[]uint32
+	for i := range z.recent {
+		if z.recent[i].p != nil && z.recent[i].r == r {
+			p = z.recent[i].p
+			break
+		}
+	}
+	if p == nil {
+		if p = z.pending[r]; p == nil {
 			p = new([]uint32)
 			z.pending[r] = p
 		}
-		z.lastR, z.lastP = r, p
+		z.recent[z.next] = recentFork{r, p}
+		z.next = (z.next + 1) % len(z.recent)
 	}
-	if n := len(*z.lastP); n > 0 && (*z.lastP)[n-1] == b {
+	if n := len(*p); n > 0 && (*p)[n-1] == b {
 		return // the same block as the record before: common
 	}
-	*z.lastP = append(*z.lastP, b)
+	*p = append(*p, b)
+}
+
+// sortBlocks sorts block numbers: a radix sort (two passes of 16 bits)
+// for long lists, which a segment of random updates has by the hundred
+// thousand, where a comparison sort was a quarter of summarizing.
+func sortBlocks(b []uint32) {
+	if len(b) < 512 {
+		slices.Sort(b)
+		return
+	}
+	tmp := make([]uint32, len(b))
+	src, dst := b, tmp
+	for shift := 0; shift < 32; shift += 16 {
+		var count [1 << 16]int
+		for _, v := range src {
+			count[v>>shift&0xFFFF]++
+		}
+		pos := 0
+		for i, c := range count {
+			count[i] = pos
+			pos += c
+		}
+		for _, v := range src {
+			k := v >> shift & 0xFFFF
+			dst[count[k]] = v
+			count[k]++
+		}
+		src, dst = dst, src
+	}
+	// Two passes: the sorted blocks are back in b.
+}
+
+// recentFork is a fork the Summarizer met lately, and its pending blocks.
+type recentFork struct {
+	r RelFork
+	p *[]uint32
 }
 
 // Parser returns a parser of the segment starting at start that feeds z;
@@ -313,11 +358,13 @@ func (z *Summarizer) Finish() (*Summary, error) {
 func (z *Summarizer) Summary() *Summary {
 	for r, p := range z.pending {
 		blocks := *p
-		slices.Sort(blocks)
+		if !slices.IsSorted(blocks) {
+			sortBlocks(blocks)
+		}
 		c := z.S.fork(r)
 		c.blocks = union(c.blocks, slices.Compact(blocks))
 	}
-	z.pending, z.lastP = map[RelFork]*[]uint32{}, nil
+	z.pending, z.recent, z.next = map[RelFork]*[]uint32{}, [8]recentFork{}, 0
 	return z.S
 }
 

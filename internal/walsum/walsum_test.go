@@ -184,3 +184,22 @@ func TestJoinAcrossSegments(t *testing.T) {
 	}
 	t.Logf("%d cuts, %d needed the join", cuts, incomplete)
 }
+
+func TestSortBlocks(t *testing.T) {
+	for _, n := range []int{0, 1, 511, 512, 100000} {
+		b := make([]uint32, n)
+		x := uint32(2463534242)
+		for i := range b {
+			x ^= x << 13
+			x ^= x >> 17
+			x ^= x << 5
+			b[i] = x >> (i % 20)
+		}
+		want := slices.Clone(b)
+		slices.Sort(want)
+		sortBlocks(b)
+		if !slices.Equal(b, want) {
+			t.Fatalf("%d blocks sorted wrong", n)
+		}
+	}
+}

@@ -295,17 +295,23 @@ func (s *Store) explainDrop(ctx context.Context, key, k string, err error) error
 // position, if it is a *bytes.Reader with exactly size bytes left: parts of
 // it can then be sent, concurrently and again, without a copy.
 func wholeReader(body io.Reader, size int64) (io.ReaderAt, int64, bool) {
-	br, ok := body.(*bytes.Reader)
-	if !ok || int64(br.Len()) != size {
-		return nil, 0, false
+	switch br := body.(type) {
+	case *bytes.Reader:
+		if int64(br.Len()) == size {
+			return br, br.Size() - int64(br.Len()), true
+		}
+	case *io.SectionReader:
+		if pos, err := br.Seek(0, io.SeekCurrent); err == nil && br.Size()-pos == size {
+			return br, pos, true
+		}
 	}
-	return br, br.Size() - int64(br.Len()), true
+	return nil, 0, false
 }
 
 // consume moves a *bytes.Reader sent through wholeReader to its end, as if
 // it had been read.
 func consume(body io.Reader) {
-	if br, ok := body.(*bytes.Reader); ok {
+	if br, ok := body.(io.Seeker); ok {
 		br.Seek(0, io.SeekEnd)
 	}
 }
