@@ -271,8 +271,12 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	spans := wholeFiles(tr.files)
 	var inc *incPlan
 	if parent != nil {
-		if inc, err = planChanges(ctx, <-changed, parent, tr.files, geo, opts.Workers, rep); err != nil {
+		var warning string
+		if inc, warning, err = planChanges(ctx, <-changed, parent, tr.files, geo, opts.Workers, rep); err != nil {
 			return nil, err
+		}
+		if warning != "" {
+			warnings = append(warnings, warning)
 		}
 		spans = inc.spans
 	}

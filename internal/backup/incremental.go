@@ -424,20 +424,22 @@ type changes struct {
 // planChanges plans an incremental backup on parent: from the WAL
 // summaries where they cover the range (ch), by comparing chunks
 // otherwise.
-func planChanges(ctx context.Context, ch changes, parent *catalog.Manifest, files []srcFile, geo geometry, workers int, rep progress.Reporter) (*incPlan, error) {
+func planChanges(ctx context.Context, ch changes, parent *catalog.Manifest, files []srcFile, geo geometry, workers int, rep progress.Reporter) (*incPlan, string, error) {
 	if ch.err != nil {
-		return nil, ch.err
+		return nil, "", ch.err
 	}
 	changes, why := ch.sum, ch.why
 	pl := planIncremental(files, parent, changes, geo)
+	var warning string
 	if changes == nil {
 		var n int64
 		for _, i := range pl.scan {
 			n += files[i].size
 		}
-		rep.Logf("WARNING: %s: reading all %s of relation files to find what changed since backup %s", why, units.Bytes(n), parent.ID)
+		warning = fmt.Sprintf("%s: read all %s of relation files to find what changed since backup %s", why, units.Bytes(n), parent.ID)
+		rep.Logf("WARNING: %s", warning)
 		if err := pl.compareChunks(ctx, files, parent, workers); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 	}
 	var all, copy int64
@@ -452,7 +454,7 @@ func planChanges(ctx context.Context, ch changes, parent *catalog.Manifest, file
 		how = "comparing chunk checksums"
 	}
 	rep.Logf("%s: %s of %s changed since backup %s", how, units.Bytes(copy), units.Bytes(all), parent.ID)
-	return pl, nil
+	return pl, warning, nil
 }
 
 // chainOf lists the backups an incremental one depends on: its parent

@@ -117,6 +117,23 @@ func TestIncrementalChain(t *testing.T) {
 		t.Errorf("incremental %s stores %d bytes, the full one %d: it should store much less", inc1.ID, inc1.Stored, full.Stored)
 	}
 
+	// The summaries of the WAL since inc1 lost, and pg_wal recycled past
+	// it: the next incremental backup compares chunks instead, and says so.
+	root := strings.TrimPrefix(repo.URL, "file://")
+	os.RemoveAll(filepath.Join(root, "summaries"))
+	switchAndWait(t, c)
+	c.Exec(t, "CHECKPOINT")
+	// What PostgreSQL recycles in its own time: the archived segments
+	// before the current one.
+	current := c.QueryString(t, "SELECT pg_walfile_name(pg_current_wal_lsn())")
+	walDir := filepath.Join(c.DataDir, "pg_wal")
+	done, _ := filepath.Glob(filepath.Join(walDir, "archive_status", "*.done"))
+	for _, d := range done {
+		if seg := strings.TrimSuffix(filepath.Base(d), ".done"); len(seg) == 24 && seg < current {
+			os.Remove(filepath.Join(walDir, seg))
+		}
+	}
+
 	// DDL: a truncation by VACUUM, a drop, a database copied file by file
 	// (no WAL for its files), SET LOGGED (a new relfilenode), VACUUM FULL.
 	c.Exec(t, "DELETE FROM shrinking WHERE g > 30000")
@@ -127,9 +144,12 @@ func TestIncrementalChain(t *testing.T) {
 	c.Exec(t, "VACUUM FULL pgbench_branches")
 	c.Exec(t, "CREATE INDEX ON extended (v)")
 	c.Exec(t, "UPDATE extended SET v = 'changed' WHERE id % 1000 = 0")
-	inc2, _ := takeBackup(t, c, repo)
+	inc2, r2 := takeBackup(t, c, repo)
 	if inc2.Parent != inc1.ID || inc2.Chain != 2 {
 		t.Fatalf("the third backup: %+v, want an incremental one on %s", inc2, inc1.ID)
+	}
+	if !strings.Contains(r2.stdout, "no WAL summary") || !strings.Contains(r2.stdout, "read all") {
+		t.Errorf("the backup without summaries does not say it compared files: %s", r2)
 	}
 
 	c.Exec(t, "CREATE DATABASE gone")
@@ -232,7 +252,6 @@ func TestIncrementalChain(t *testing.T) {
 	}
 	mustRun(t, repo.Env, append([]string{"expire", "--keep", "1"}, repo.Flags()...)...)
 	mustRun(t, repo.Env, append([]string{"verify", "--backup", inc2.ID}, repo.Flags()...)...)
-	root := strings.TrimPrefix(repo.URL, "file://")
 	obj := filepath.Join(root, "backups", full.ID, "data", "000000")
 	data, err := os.ReadFile(obj)
 	if err != nil {

@@ -109,9 +109,9 @@ func idOf(fi os.FileInfo) (fileID, bool) {
 // encodedFile is a WAL file encoded as one envelope, ready to store.
 type encodedFile struct {
 	buf  *chunkedBuffer // the envelope; release returns it to the pool
-	sum  envelope.Sum  // of the content
-	head []byte        // the first bytes of the content
-	id   fileID        // the file as it was read (zero if unknown)
+	sum  envelope.Sum   // of the content
+	head []byte         // the first bytes of the content
+	id   fileID         // the file as it was read (zero if unknown)
 }
 
 func (e *encodedFile) release() {
