@@ -70,15 +70,15 @@ type Input struct {
 
 // Plan is what expire will do, and why it keeps what it keeps.
 type Plan struct {
-	Keep        []Decision `json:"keep"`
-	Expire      []Decision `json:"expire"`
-	Garbage     []string   `json:"garbage_backups"`
-	InProgress  []string   `json:"in_progress_backups"`
-	DeleteWAL   []string   `json:"delete_wal"`
+	Keep       []Decision `json:"keep"`
+	Expire     []Decision `json:"expire"`
+	Garbage    []string   `json:"garbage_backups"`
+	InProgress []string   `json:"in_progress_backups"`
+	DeleteWAL  []string   `json:"delete_wal"`
 	// DeletePieces are streamed pieces: of segments stored whole, or that
 	// no kept backup needs.
 	DeletePieces []string `json:"delete_streamed_pieces"`
-	KeptWALFrom []string   `json:"kept_wal_from"` // per timeline: first kept segment
+	KeptWALFrom  []string `json:"kept_wal_from"` // per timeline: first kept segment
 }
 
 // Decision is a backup and the reason for what happens to it.

@@ -70,4 +70,3 @@ func ResumePoint(ix *catalog.WALIndex, serverTLI wal.TimeLineID, hist []wal.Hist
 	}
 	return r
 }
-
