@@ -179,9 +179,11 @@ func (t *TimelineWAL) computeGaps() {
 	for n := range t.segs {
 		nos = append(nos, n)
 	}
+	last, _ := t.LastAnyNo()
 	for n, st := range t.streams {
-		if !st.Whole && st.Complete(t.segSize) {
-			nos = append(nos, n) // complete in streamed pieces
+		// Complete in streamed pieces, or the streamed tail.
+		if !st.Whole && (st.Complete(t.segSize) || n == last) {
+			nos = append(nos, n)
 		}
 	}
 	sort.Slice(nos, func(i, j int) bool { return nos[i] < nos[j] })

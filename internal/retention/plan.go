@@ -114,7 +114,7 @@ func MakePlan(in Input, p Policy) (*Plan, error) {
 			pieces = append(pieces, pc)
 		}
 	}
-	defer sort.Strings(plan.DeletePieces)
+	defer func() { sort.Strings(plan.DeletePieces) }()
 
 	reasons := make([]string, len(backups))
 	add := func(i int, why string) {

@@ -43,6 +43,8 @@ type Writer struct {
 	segSize uint64
 	ev      Events
 
+	start wal.LSN // where streaming starts
+
 	mu      sync.Mutex
 	segs    []*segment // received and not yet all stored, oldest first; the last is being received
 	recv    wal.LSN    // end of the WAL received
@@ -80,7 +82,7 @@ func NewWriter(r *repo.Repo, id *repo.Identity, tli wal.TimeLineID, startNo, sto
 		mem:   &sync.Pool{New: func() any { return make([]byte, segSize) }},
 	}
 	start := wal.SegmentStartLSN(startNo, segSize)
-	w.recv = start
+	w.start, w.recv = start, start
 	w.durable = start + wal.LSN(min(stored, segSize))
 	w.segs = []*segment{{no: startNo, buf: w.mem.Get().([]byte), stored: min(stored, segSize)}}
 	return w
@@ -88,11 +90,7 @@ func NewWriter(r *repo.Repo, id *repo.Identity, tli wal.TimeLineID, startNo, sto
 
 // Start returns where the server must start sending: the first byte of the
 // start segment.
-func (w *Writer) Start() wal.LSN {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.recv
-}
+func (w *Writer) Start() wal.LSN { return w.start }
 
 // Received returns the end of the WAL received.
 func (w *Writer) Received() wal.LSN {
