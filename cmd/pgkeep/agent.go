@@ -21,6 +21,7 @@ func (a *app) newAgentCmd() *cobra.Command {
 		synchronous bool
 		warnSize    string
 		acceptGap   bool
+		slotCheck   time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -72,7 +73,7 @@ The role needs the REPLICATION attribute (or superuser), and pg_hba.conf a
 			log := &lineLog{w: a.stderr}
 			ag := agent.New(agent.Config{
 				Repo: r, Slot: slot, Interval: interval, Synchronous: synchronous, Log: log, AcceptGap: acceptGap,
-				Components: []agent.Component{&agent.SlotMonitor{WarnBytes: warn}},
+				Components: []agent.Component{&agent.SlotMonitor{WarnBytes: warn, Every: slotCheck}},
 			})
 			err = ag.Run(cmd.Context())
 			if errors.Is(err, agent.ErrMissingWAL) {
@@ -86,6 +87,8 @@ The role needs the REPLICATION attribute (or superuser), and pg_hba.conf a
 	f.DurationVar(&interval, "stream-interval", time.Second, "store the WAL received at least this often while WAL arrives")
 	f.BoolVar(&synchronous, "synchronous", false, "store WAL as soon as it arrives, for synchronous_standby_names = 'pgkeep' (RPO 0)")
 	f.StringVar(&warnSize, "slot-warn-size", "1GB", "warn when the slot makes the server keep more WAL than this (0: never)")
+	f.DurationVar(&slotCheck, "slot-check-interval", 30*time.Second, "how often to check the slot's retention")
+	f.MarkHidden("slot-check-interval")
 	f.BoolVar(&acceptGap, "accept-gap", false, "when the server no longer has the WAL the repository needs next, stream from its oldest WAL, leaving a gap (after taking a new backup)")
 	return cmd
 }

@@ -152,7 +152,8 @@ func fatal(err error) bool {
 // error. Every other failure (the server restarting, the network, the
 // store) is logged and retried with backoff and jitter.
 func (a *Agent) Run(ctx context.Context) error {
-	cg, cctx := errgroup.WithContext(ctx)
+	compCtx, stopComponents := context.WithCancel(ctx)
+	cg, cctx := errgroup.WithContext(compCtx)
 	for _, c := range a.cfg.Components {
 		cg.Go(func() error {
 			if err := c.Run(cctx, a); err != nil && cctx.Err() == nil {
@@ -161,7 +162,10 @@ func (a *Agent) Run(ctx context.Context) error {
 			return nil
 		})
 	}
-	defer cg.Wait()
+	defer func() {
+		stopComponents()
+		cg.Wait()
+	}()
 
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = 500 * time.Millisecond
@@ -467,25 +471,27 @@ func (a *Agent) ensureSlot(ctx context.Context, conn *pgx.Conn, srv *server) err
 	return nil
 }
 
-// missing builds the error for WAL the server no longer has.
+// missing builds the error for WAL the server no longer has: the range
+// that is in neither the repository nor the server.
 func (a *Agent) missing(ctx context.Context, from wal.LSN, res stream.Resume, srv *server, cause error) error {
-	oldest := "unknown"
+	to := a.oldestOnServer(ctx, srv.segSize)
+	slot := ""
 	if conn, err := a.connectSQL(ctx); err == nil {
-		var name *string
-		if conn.QueryRow(ctx, `SELECT min(name) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'`).Scan(&name) == nil && name != nil {
-			oldest = *name
-		}
 		var restart *string
 		if conn.QueryRow(ctx, `SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, a.cfg.Slot).Scan(&restart) == nil && restart != nil {
-			oldest += ", slot restart_lsn " + *restart
+			slot = fmt.Sprintf(" (slot %s: restart_lsn %s)", a.cfg.Slot, *restart)
 		}
 		conn.Close(ctx)
 	}
-	seg := wal.SegmentName(res.TLI, res.SegNo, srv.segSize)
-	return fmt.Errorf("%w: the repository %s holds the WAL of timeline %d up to %s (it needs segment %s next), but the server no longer has it "+
-		"(its oldest WAL segment: %s): the WAL from %s to the server's oldest is lost to the repository (was the slot %s dropped, or created after that WAL was written?). "+
-		"Nothing was stored past %s. Take a new base backup (pgkeep backup) so that restores need none of the missing WAL, then start the agent with --accept-gap to stream from what the server has (%v)",
-		ErrMissingWAL, a.cfg.Repo.Location(), res.TLI, from, seg, oldest, from, a.cfg.Slot, from, cause)
+	missing := fmt.Sprintf("the WAL of timeline %d from %s on (segment %s)", res.TLI, from, wal.SegmentName(res.TLI, wal.SegmentOf(from, srv.segSize), srv.segSize))
+	if to > from {
+		missing = fmt.Sprintf("the WAL of timeline %d from %s to %s (segments %s to %s)", res.TLI, from, to,
+			wal.SegmentName(res.TLI, wal.SegmentOf(from, srv.segSize), srv.segSize), wal.SegmentName(res.TLI, wal.SegmentOf(to-1, srv.segSize), srv.segSize))
+	}
+	return fmt.Errorf("%w: %s is in neither the repository %s, whose WAL ends at %s, nor the server, whose oldest WAL starts at %s%s; "+
+		"was the slot dropped, or created after that WAL was written? Nothing was stored past %s. "+
+		"Start the agent with --accept-gap to stream from what the server has (restore and verify then report the gap), and take a new base backup (pgkeep backup) so that restores need none of the missing WAL (%v)",
+		ErrMissingWAL, missing, a.cfg.Repo.Location(), from, to, slot, from, cause)
 }
 
 // oldestOnServer returns the start of the oldest segment in the server's

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgkeep/pgkeep/internal/faultproxy"
 	"github.com/pgkeep/pgkeep/internal/pgtest"
 )
 
@@ -260,5 +261,140 @@ func TestAgent(t *testing.T) {
 	}
 	if before == 0 || after != 0 {
 		t.Fatalf("pieces of segments stored whole: %d before expire, %d after (want some, then none)", before, after)
+	}
+}
+
+// TestAgentEncrypted: in an encrypted repository the agent, a writer with
+// only the recipients, stores the streamed pieces encrypted like segments
+// (no plaintext of a commit that exists only in pieces), and a restore
+// with the identity replays them.
+func TestAgentEncrypted(t *testing.T) {
+	keys := pgtest.TempDir(t, "keys-")
+	ident := filepath.Join(keys, "id")
+	mustRun(t, nil, "key", "generate", "--output", ident)
+	repo := fileRepo(t)
+	writer := repo
+	writer.Args = append(append([]string(nil), repo.Args...), "--age-recipients", ident+".pub")
+	reader := repo
+	reader.Args = append(append([]string(nil), repo.Args...), "--age-identity", ident)
+
+	c := pgtest.NewCluster(t, pgtest.Options{})
+	c.Start(t)
+	ag := startAgent(t, c, writer)
+	waitLog(t, ag, "streaming timeline", 30*time.Second)
+	c.Exec(t, "CREATE TABLE secrets (s text)")
+	backup(t, c, writer)
+	canary := "PGKEEP-STREAMED-CANARY"
+	c.Exec(t, "INSERT INTO secrets SELECT '"+canary+"' || g FROM generate_series(1, 500) g")
+	waitAgentFlushed(t, c, ag)
+	ag.Kill()
+	killCluster(t, c)
+
+	root := strings.TrimPrefix(repo.URL, "file://")
+	pieces := 0
+	filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || fi.IsDir() {
+			return nil
+		}
+		if strings.Contains(p, "/streamed/") {
+			pieces++
+		}
+		if data, _ := os.ReadFile(p); bytes.Contains(data, []byte(canary)) {
+			t.Errorf("plaintext found in %s", p)
+		}
+		return nil
+	})
+	if pieces == 0 {
+		t.Fatal("no streamed pieces in the repository")
+	}
+	r := restoreAndStart(t, reader, "--archive-off")
+	if got := r.QueryString(t, "SELECT count(*)::text FROM secrets"); got != "500" {
+		t.Fatalf("restored %s rows of 500 streamed ones", got)
+	}
+}
+
+// TestAgentStoreDown: while the object store refuses every write,
+// commits go on (the agent is asynchronous), the agent retries with
+// backoff, the slot keeps the WAL it has not stored and the agent reports
+// that retention past its threshold; once the store is back it catches up
+// and a restore has every commit.
+func TestAgentStoreDown(t *testing.T) {
+	repo, proxy := faultyRepo(t)
+	repo = withArgs(repo, "--retry-timeout", "2s")
+	c := pgtest.NewCluster(t, pgtest.Options{Conf: map[string]string{"max_wal_size": "1GB"}})
+	c.Start(t)
+	c.Exec(t, "CREATE TABLE markers (id int PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())")
+	ag := startAgent(t, c, repo, "--slot-warn-size", "2MB", "--slot-check-interval", "1s")
+	waitLog(t, ag, "streaming timeline", 30*time.Second)
+	backup(t, c, repo)
+	waitAgentFlushed(t, c, ag)
+
+	proxy.SetRules(faultproxy.Rule{Fault: faultproxy.SlowDown, Every: 1, Methods: []string{"PUT"}})
+	for i := 1; i <= 20; i++ {
+		c.Exec(t, fmt.Sprintf("INSERT INTO markers (id) VALUES (%d)", i))
+		c.Exec(t, "SELECT pg_logical_emit_message(false, 'pgkeep-test', repeat('x', 200000))")
+	}
+	waitLog(t, ag, "retrying in", time.Minute)
+	waitLog(t, ag, "of WAL on the server (more than 2.0 MiB)", time.Minute)
+
+	proxy.SetRules()
+	waitAgentFlushed(t, c, ag)
+	waitLog(t, ag, "again, below", time.Minute)
+	ag.Kill()
+	killCluster(t, c)
+	r := restoreAndStart(t, repo, "--archive-off")
+	if got := markers(t, r); got != seq(1, 20) {
+		t.Fatalf("after the store came back: markers %q, want %q\n%s", got, seq(1, 20), ag.Log())
+	}
+}
+
+// TestAgentMissingWAL: when the server no longer has the WAL the
+// repository needs next (the slot was dropped while the agent was away and
+// the server recycled the WAL), the agent stops with an error that names
+// what is missing instead of leaving a silent gap; --accept-gap streams
+// from what the server has, and the gap shows in status.
+func TestAgentMissingWAL(t *testing.T) {
+	repo := fileRepo(t)
+	c := pgtest.NewCluster(t, pgtest.Options{Conf: map[string]string{"max_wal_size": "64MB", "min_wal_size": "32MB"}})
+	c.Start(t)
+	ag := startAgent(t, c, repo)
+	waitLog(t, ag, "streaming timeline", 30*time.Second)
+	c.Exec(t, "CREATE TABLE t (x int)")
+	waitAgentFlushed(t, c, ag)
+	if err := ag.Stop(t); err != nil {
+		t.Fatal(err)
+	}
+	c.Exec(t, "SELECT pg_drop_replication_slot('pgkeep')")
+	for i := 0; i < 4; i++ {
+		c.Exec(t, "SELECT pg_logical_emit_message(false, 'pgkeep-test', repeat('x', 100000))")
+		c.QueryString(t, "SELECT pg_switch_wal()::text")
+	}
+	c.Exec(t, "CHECKPOINT")
+	c.Exec(t, "CHECKPOINT")
+
+	ag2 := startAgent(t, c, repo)
+	select {
+	case <-ag2.done:
+	case <-time.After(20 * time.Second):
+		ag2.cmd.Process.Signal(syscall.SIGQUIT)
+		<-ag2.done
+		t.Fatalf("the agent did not stop:\n%s", ag2.Log())
+	}
+	log := ag2.Log()
+	if ag2.cmd.ProcessState.ExitCode() != 1 || !strings.Contains(log, "WAL is missing that the server can no longer provide") ||
+		!strings.Contains(log, "000000010000000000000001") || !strings.Contains(log, "--accept-gap") {
+		t.Fatalf("exit %d:\n%s", ag2.cmd.ProcessState.ExitCode(), log)
+	}
+
+	t.Logf("the agent stopped with:\n%s", log)
+	ag3 := startAgent(t, c, repo, "--accept-gap")
+	waitLog(t, ag3, "leaving a gap", 30*time.Second)
+	waitLog(t, ag3, "skipping the WAL the server no longer has", 30*time.Second)
+	c.Exec(t, "INSERT INTO t VALUES (1)")
+	waitAgentFlushed(t, c, ag3)
+	ag3.Kill()
+	l := listWAL(t, repo)
+	if len(l.WAL.Timelines) == 0 {
+		t.Fatalf("no WAL: %+v", l)
 	}
 }

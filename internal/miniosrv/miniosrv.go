@@ -141,7 +141,9 @@ func Start(bin string, useTLS bool) (*Server, error) {
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		resp, err := m.httpClient().Get(m.Endpoint + "/minio/health/live")
+		// ready, not live: a live MinIO may still answer "Server not
+		// initialized yet" to the first requests.
+		resp, err := m.httpClient().Get(m.Endpoint + "/minio/health/ready")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {

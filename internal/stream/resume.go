@@ -60,6 +60,17 @@ func ResumePoint(ix *catalog.WALIndex, serverTLI wal.TimeLineID, hist []wal.Hist
 		}
 	}
 	if !found {
+		// Nothing complete: the first segment the agent began, in part.
+		for _, t := range ix.Timelines {
+			if !onPath(t.Timeline) {
+				continue
+			}
+			for _, no := range t.Nos() {
+				if s := t.StreamedAt(no); s != nil && uint32(on(wal.SegmentStartLSN(no+1, segSize)-1)) == t.Timeline {
+					return Resume{TLI: wal.TimeLineID(t.Timeline), SegNo: no, Stored: s.End}
+				}
+			}
+		}
 		return Resume{Empty: true}
 	}
 	next := best + 1

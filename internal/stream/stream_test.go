@@ -166,6 +166,7 @@ func TestResumePoint(t *testing.T) {
 		want Resume
 	}{
 		{"empty", nil, 1, nil, Resume{Empty: true}},
+		{"only the first segment, in part", []repo.WALObject{piece(name(1, 7), 0, 300)}, 1, nil, Resume{TLI: 1, SegNo: 7, Stored: 300}},
 		{"whole segments", []repo.WALObject{obj(name(1, 1)), obj(name(1, 2))}, 1, nil, Resume{TLI: 1, SegNo: 3}},
 		{"a streamed tail", []repo.WALObject{obj(name(1, 2)), piece(name(1, 3), 0, 4000), piece(name(1, 3), 4000, 9000)}, 1, nil, Resume{TLI: 1, SegNo: 3, Stored: 9000}},
 		{"complete in pieces", []repo.WALObject{obj(name(1, 2)), piece(name(1, 3), 0, seg1)}, 1, nil, Resume{TLI: 1, SegNo: 4}},
