@@ -289,10 +289,12 @@ func (a *Agent) stream(ctx context.Context) error {
 	ev := &events{a: a}
 	w := stream.NewWriter(a.cfg.Repo, id, res.TLI, res.SegNo, res.Stored, ev)
 	a.mu.Lock()
-	a.state.Connected, a.state.Timeline = true, res.TLI
 	if resumeLSN > a.state.Durable || a.state.Timeline != res.TLI {
+		// On a new timeline the position may be lower (a branch off an
+		// earlier point of the old one).
 		a.state.Durable = resumeLSN
 	}
+	a.state.Connected, a.state.Timeline = true, res.TLI
 	a.mu.Unlock()
 	mode := "every " + a.cfg.Interval.String()
 	if a.cfg.Synchronous {
@@ -529,9 +531,7 @@ func (e *events) SegmentStored(name string, stored int64, existed bool) {
 
 func (e *events) Durable(lsn wal.LSN) {
 	e.a.mu.Lock()
-	if lsn > e.a.state.Durable {
-		e.a.state.Durable, e.a.state.DurableAt = lsn, time.Now()
-	}
+	e.a.state.Durable, e.a.state.DurableAt = lsn, time.Now()
 	e.a.mu.Unlock()
 }
 

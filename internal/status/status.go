@@ -317,6 +317,11 @@ func (s *Status) String() string {
 				last = fmt.Sprintf("%s at %s", a.LastArchivedWAL, a.LastArchivedAt.UTC().Format(time.RFC3339))
 			}
 			fmt.Fprintf(&b, "server archiver   last archived %s; %d failures in all\n", last, a.FailedCount)
+			if ag := a.Agent; ag != nil {
+				fmt.Fprintf(&b, "server agent      %s, reported stored to %s (sync_state %s); the server has flushed to %s\n", ag.State, ag.FlushLSN, ag.SyncState, a.FlushLSN)
+			} else if s.StreamedLSN != "" {
+				fmt.Fprintf(&b, "server agent      none connected: the WAL written now is not streamed\n")
+			}
 		} else {
 			fmt.Fprintf(&b, "server            %s\n", sv.Note)
 		}
