@@ -36,7 +36,7 @@ func TestTile(t *testing.T) {
 	}{
 		{nil, 0, 0, false},
 		{[]repo.Piece{p(0, 10), p(10, 20)}, 20, 0, false},
-		{[]repo.Piece{p(10, 20), p(0, 10)}, 20, 0, false},         // any order
+		{[]repo.Piece{p(10, 20), p(0, 10)}, 20, 0, false},          // any order
 		{[]repo.Piece{p(0, 15), p(10, 20), p(0, 5)}, 20, 0, false}, // overlaps hold the same bytes
 		{[]repo.Piece{p(0, 10), p(12, 20)}, 10, 12, true},
 		{[]repo.Piece{p(5, 10)}, 0, 5, true}, // not from offset 0
