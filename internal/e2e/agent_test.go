@@ -398,3 +398,62 @@ func TestAgentMissingWAL(t *testing.T) {
 		t.Fatalf("no WAL: %+v", l)
 	}
 }
+
+// waitAgentFlushedTo waits until the agent connected to c has reported
+// the WAL up to target as stored.
+func waitAgentFlushedTo(t testing.TB, c *pgtest.Cluster, p *agentProc, target string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		if c.QueryString(t, "SELECT coalesce(bool_or(flush_lsn >= $1::pg_lsn), false)::text FROM pg_stat_replication WHERE application_name = 'pgkeep'", target) == "true" {
+			return
+		}
+		if p.Exited() {
+			t.Fatalf("the agent exited (%v):\n%s", p.err, p.Log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("the agent did not store the WAL up to %s within a minute:\n%s", target, p.Log())
+}
+
+// TestAgentFollowsPromotion: the agent streams from a standby; when the
+// standby is promoted, the server ends the old timeline under the agent,
+// which follows the new one on a new connection, storing its history
+// file; a restore replays both timelines.
+func TestAgentFollowsPromotion(t *testing.T) {
+	repo := fileRepo(t)
+	p := pgtest.NewCluster(t, pgtest.Options{Conf: map[string]string{"max_wal_size": "1GB"}})
+	p.Start(t)
+	p.Exec(t, "CREATE TABLE markers (id int PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())")
+	dir := filepath.Join(pgtest.TempDir(t, "standby-"), "data")
+	cmd := p.Command(context.Background(), "pg_basebackup", "-D", dir, "-R", "-X", "stream", "-c", "fast")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("pg_basebackup: %v\n%s", err, out)
+	}
+	s := pgtest.Adopt(t, dir, "")
+	s.Start(t)
+	ag := startAgent(t, s, repo)
+	waitLog(t, ag, "streaming timeline 1", 30*time.Second)
+	for i := 1; i <= 5; i++ {
+		p.Exec(t, fmt.Sprintf("INSERT INTO markers (id) VALUES (%d)", i))
+	}
+	waitAgentFlushedTo(t, s, ag, p.QueryString(t, "SELECT pg_current_wal_flush_lsn()::text"))
+
+	p.Stop(t, "fast")
+	s.Exec(t, "SELECT pg_promote()")
+	s.WaitPromoted(t, time.Minute)
+	waitLog(t, ag, "the server ended timeline 1", 30*time.Second)
+	waitLog(t, ag, "stored timeline history file 00000002.history", 30*time.Second)
+	waitLog(t, ag, "streaming timeline 2", 30*time.Second)
+	backup(t, s, repo)
+	for i := 6; i <= 10; i++ {
+		s.Exec(t, fmt.Sprintf("INSERT INTO markers (id) VALUES (%d)", i))
+	}
+	waitAgentFlushed(t, s, ag)
+	ag.Kill()
+	killCluster(t, s)
+	r := restoreAndStart(t, repo, "--archive-off")
+	if got := markers(t, r); got != seq(1, 10) {
+		t.Fatalf("after the promotion: markers %q, want %q\n%s", got, seq(1, 10), ag.Log())
+	}
+}

@@ -59,7 +59,12 @@ func TestAgentRPO(t *testing.T) {
 			var commitLatency []time.Duration
 			missingTotal := 0
 			for i := 0; i < n; i++ {
-				res := rpoKill(t, cf.s3, cf.flags, cf.sync)
+				// Each kill in its own subtest: its cluster, repository
+				// and MinIO go when it ends, and a failure names it.
+				var res rpoResult
+				if !t.Run(fmt.Sprintf("kill%d", i+1), func(t *testing.T) { res = rpoKill(t, cf.s3, cf.flags, cf.sync) }) {
+					continue
+				}
 				windows = append(windows, res.window)
 				commitLatency = append(commitLatency, res.commitP50)
 				missingTotal += res.missing
