@@ -97,7 +97,7 @@ func inspectServer(ctx context.Context, conn *pgx.Conn) (*server, error) {
 	if archiveMode == "off" {
 		// The agent streams the WAL instead of archive_command.
 		var agents int
-		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_replication WHERE application_name = 'pgkeep' AND state = 'streaming'`).Scan(&agents); err != nil || agents == 0 {
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_replication WHERE application_name = 'pgkeep' AND state IN ('startup', 'catchup', 'streaming')`).Scan(&agents); err != nil || agents == 0 {
 			return nil, fmt.Errorf("%w: archive_mode is off and no pgkeep agent is streaming, so the WAL this backup needs would never reach the repository; run 'pgkeep agent', or set archive_mode = on and archive_command = 'pgkeep wal-push %%p' and restart PostgreSQL", ErrNotArchiving)
 		}
 	}

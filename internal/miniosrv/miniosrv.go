@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -187,10 +188,17 @@ func (m *Server) NewBucket() (string, error) {
 	name := fmt.Sprintf("pgkeep-test-%d-%s", m.buckets.Add(1), randomHex(3))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := m.Client().CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
-		return "", fmt.Errorf("creating bucket %s: %w", name, err)
+	for {
+		_, err := m.Client().CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)})
+		if err == nil {
+			return name, nil
+		}
+		// A MinIO that says it is ready may still be initialising.
+		if !strings.Contains(err.Error(), "XMinioServerNotInitialized") || ctx.Err() != nil {
+			return "", fmt.Errorf("creating bucket %s: %w", name, err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
-	return name, nil
 }
 
 func freePort() (int, error) {

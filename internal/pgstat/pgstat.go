@@ -162,7 +162,7 @@ func (a *Archiver) FailureText() string {
 // RPOWarning returns a warning when archive_timeout leaves the data at risk
 // unbounded (0) or bounds it above maxRPO (when maxRPO > 0); "" otherwise.
 func (a *Archiver) RPOWarning(maxRPO time.Duration) string {
-	if a.Agent != nil && a.Agent.State == "streaming" {
+	if a.Agent != nil && (a.Agent.State == "streaming" || a.Agent.State == "catchup") {
 		return "" // the agent streams: archive_timeout does not bound the RPO
 	}
 	if a.Mode == "off" {
