@@ -41,7 +41,7 @@ rpo-bench: test-deps
 	@mkdir -p bench/results
 	CI=true PGKEEP_RPO_KILLS=$(KILLS) PGKEEP_AGENT_COST_SECONDS=60 $(GO) test -count=1 -timeout 60m -v \
 		-run 'TestAgentRPO|TestAgentCost' ./internal/e2e > bench/results/rpo.txt 2>&1; s=$$?; \
-		grep -E 'kills|requests to the store|^(--- |ok|FAIL|PASS)' bench/results/rpo.txt; exit $$s
+		grep -a -E 'kills|requests to the store|^(--- |ok|FAIL|PASS)' bench/results/rpo.txt; exit $$s
 
 demo: build
 	bin/pgkeep demo
