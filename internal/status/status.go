@@ -201,9 +201,12 @@ func (s *Status) AddServer(arch *pgstat.Archiver, err error, maxRPO time.Duratio
 		if w := arch.RPOWarning(maxRPO); w != "" {
 			s.Warnings = append(s.Warnings, w)
 		}
-		// Measured: nothing the server has flushed is missing from the
-		// repository.
-		if flush, err := wal.ParseLSN(arch.FlushLSN); err == nil && s.RPOSeconds != nil && arch.Timeline == s.endTLI && flush <= s.endLSN {
+		// Measured, when the agent streams: nothing the server has
+		// flushed is missing from the repository. (With archive_command
+		// alone the estimate stays, with what bounds it on a quiet
+		// server.)
+		streaming := arch.Agent != nil || s.StreamedLSN != ""
+		if flush, err := wal.ParseLSN(arch.FlushLSN); err == nil && streaming && s.RPOSeconds != nil && arch.Timeline == s.endTLI && flush <= s.endLSN {
 			zero := 0.0
 			s.RPOSeconds, s.RPOMeasured = &zero, true
 		}
