@@ -62,6 +62,7 @@ to the latest moment or to any point in time.
   archive_command = 'pgkeep wal-push %p'      archive every WAL segment
   pgkeep backup                               take a base backup while the database runs
   pgkeep restore --pgdata DIR                 rebuild the cluster on a fresh machine
+  pgkeep agent                                stream WAL as it is written (RPO of seconds)
 
 Every setting can be given as a flag, as an environment variable (PGKEEP_ and
 the name in capitals, e.g. PGKEEP_REPO) or in the config file (name = value,
@@ -103,6 +104,7 @@ instance roles.`,
 		a.newStatusCmd(),
 		a.newKeyCmd(),
 		a.newIdentityCmd(),
+		a.newAgentCmd(),
 	)
 	a.root = root
 	return root

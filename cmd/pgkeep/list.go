@@ -21,7 +21,8 @@ func (a *app) newListCmd() *cobra.Command {
 LSNs, type (full or incremental), parent and chain length (how many
 incremental backups lead back to the full one), timeline, size in the
 cluster and stored (an incremental backup's own objects only), duration and
-PostgreSQL version; then the WAL archived on each timeline, with any gaps; then
+PostgreSQL version; then the WAL archived on each timeline, with any gaps
+and how far the agent has streamed it; then
 incomplete backups (in progress, or interrupted: garbage that expire removes).`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -75,7 +76,7 @@ incomplete backups (in progress, or interrupted: garbage that expire removes).`,
 			if len(ix.Timelines) == 0 {
 				fmt.Fprintln(w, "no archived WAL")
 			} else {
-				fmt.Fprintln(w, "TIMELINE\tFIRST SEGMENT\tLAST SEGMENT\tSEGMENTS\tSTORED\tGAPS")
+				fmt.Fprintln(w, "TIMELINE\tFIRST SEGMENT\tLAST SEGMENT\tSEGMENTS\tSTORED\tGAPS\tSTREAMED")
 				for _, t := range ix.Timelines {
 					gaps := "none"
 					if len(t.Gaps) > 0 {
@@ -87,7 +88,18 @@ incomplete backups (in progress, or interrupted: garbage that expire removes).`,
 							gaps += g.From + ".." + g.To
 						}
 					}
-					fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%s\t%s\n", t.Timeline, t.First, t.Last, t.Segments, units.Bytes(t.Bytes), gaps)
+					streamed := "-"
+					if n := len(t.Streamed); n > 0 {
+						last := t.Streamed[n-1]
+						streamed = fmt.Sprintf("%s to LSN %s", last.Segment, last.EndLSN)
+						if last.Hole {
+							streamed += fmt.Sprintf(" (hole at offset %#x)", last.End)
+						}
+					}
+					if t.GarbagePieces > 0 {
+						streamed += fmt.Sprintf("; %d pieces of whole segments (expire removes them)", t.GarbagePieces)
+					}
+					fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%s\t%s\t%s\n", t.Timeline, t.First, t.Last, t.Segments, units.Bytes(t.Bytes), gaps, streamed)
 				}
 			}
 			if len(incomplete) > 0 {

@@ -23,12 +23,16 @@ func (a *app) newStatusCmd() *cobra.Command {
 of the newest archived WAL and of the newest backup, the RPO estimate (how
 much committed work a loss right now would cost: the time since the newest
 WAL reached the repository) and what bounds it, WAL gaps, and the
-repository's size by kind.
+repository's size by kind. With pgkeep agent streaming, it also shows the
+streamed position and its age, and the RPO is measured from it: 0 when the
+server has flushed no WAL that the repository lacks.
 
 When the database server can be reached with the libpq environment (PGHOST,
 PGPORT, PGUSER...; skip with --no-server), status also checks PostgreSQL's
 archiver (pg_stat_archiver) and archive_timeout: a failing archiver is a
-problem, an archive_timeout of 0 or above --max-rpo is a warning.
+problem, an archive_timeout of 0 or above --max-rpo is a warning (unless
+the agent streams), and the agent's connection (pg_stat_replication) is
+shown.
 
 Works without the encryption identity: an encrypted repository keeps what
 status needs (times, LSNs, sizes) readable by its writers.

@@ -95,7 +95,11 @@ func inspectServer(ctx context.Context, conn *pgx.Conn) (*server, error) {
 		return nil, fmt.Errorf("the server is a standby; pgkeep takes backups from the primary")
 	}
 	if archiveMode == "off" {
-		return nil, fmt.Errorf("%w: archive_mode is off, so the WAL this backup needs would never reach the repository; set archive_mode = on and archive_command = 'pgkeep wal-push %%p', then restart PostgreSQL", ErrNotArchiving)
+		// The agent streams the WAL instead of archive_command.
+		var agents int
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_replication WHERE application_name = 'pgkeep' AND state IN ('startup', 'catchup', 'streaming')`).Scan(&agents); err != nil || agents == 0 {
+			return nil, fmt.Errorf("%w: archive_mode is off and no pgkeep agent is streaming, so the WAL this backup needs would never reach the repository; run 'pgkeep agent', or set archive_mode = on and archive_command = 'pgkeep wal-push %%p' and restart PostgreSQL", ErrNotArchiving)
+		}
 	}
 	s.dataChecksums = checksums == "on"
 	if s.walSegSize, err = strconv.ParseUint(segSize, 10, 64); err != nil || !wal.ValidSegSize(s.walSegSize) {

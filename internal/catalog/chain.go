@@ -66,6 +66,13 @@ type Chain struct {
 	Newest                     string // the newest segment archived on the path
 	// NewestAt is when the newest segment on the path was archived.
 	NewestAt time.Time
+	// Streamed names the segment after Last that the agent has streamed
+	// in part: recovery replays its pieces [0, End) and the archive ends
+	// there (End is then inside it). "" when there is none.
+	Streamed string
+	// Hole describes a hole between the streamed pieces of Missing (the
+	// byte range), "" for a missing segment.
+	Hole string
 }
 
 // Descends reports whether timeline t is tli or descends from it at or
@@ -97,7 +104,7 @@ func (ix *WALIndex) ChainFrom(h Histories, tli uint32, start wal.LSN, target uin
 	// in is on both; the newer has it whole).
 	has := func(no uint64) (uint32, bool) {
 		for _, t := range []uint32{on(wal.SegmentStartLSN(no+1, segSize) - 1), on(wal.SegmentStartLSN(no, segSize))} {
-			if ix.Timeline(t).Has(no) {
+			if ix.Timeline(t).HasComplete(no) {
 				return t, true
 			}
 		}
@@ -113,7 +120,7 @@ func (ix *WALIndex) ChainFrom(h Histories, tli uint32, start wal.LSN, target uin
 	var newest uint64
 	var newestTLI uint32
 	for _, t := range ix.Timelines {
-		last, ok := t.LastNo()
+		last, ok := t.LastAnyNo()
 		if !ok {
 			continue
 		}
@@ -155,12 +162,35 @@ func (ix *WALIndex) ChainFrom(h Histories, tli uint32, start wal.LSN, target uin
 		no, lastTLI = no+1, t
 	}
 	c.Last = wal.SegmentName(wal.TimeLineID(lastTLI), no, segSize)
-	c.LastAt = ix.Timeline(lastTLI).ArchivedAt(no)
+	c.LastAt = ix.Timeline(lastTLI).StoredAt(no)
 	c.End = wal.SegmentStartLSN(no+1, segSize)
-	if newestTLI != 0 && no < newest {
-		c.Missing = name(no + 1)
-		c.MissingTo, c.Resume = gapEnd(no+1, newest, has, name)
+	if newestTLI == 0 || no >= newest {
+		return c
 	}
+	// The segment after Last: streamed in part at the end of the archive
+	// (recovery replays its pieces, and the archive ends there), or a gap.
+	next := no + 1
+	tail := ix.Timeline(on(wal.SegmentStartLSN(next+1, segSize) - 1)).StreamedAt(next)
+	if tail == nil {
+		tail = ix.Timeline(on(wal.SegmentStartLSN(next, segSize))).StreamedAt(next)
+	}
+	if tail != nil && tail.Hole {
+		c.Missing, c.MissingTo = tail.Segment, tail.Segment
+		c.Hole = fmt.Sprintf("bytes %#x..%#x of %s (LSN %s..%s) are missing between its streamed pieces", tail.End, tail.HoleEnd, tail.Segment,
+			wal.SegmentStartLSN(next, segSize)+wal.LSN(tail.End), wal.SegmentStartLSN(next, segSize)+wal.LSN(tail.HoleEnd))
+		if next < newest {
+			_, c.Resume = gapEnd(next, newest, has, name)
+		}
+		return c
+	}
+	if tail != nil && next == newest && tail.End > 0 {
+		c.Streamed = tail.Segment
+		c.End = wal.SegmentStartLSN(next, segSize) + wal.LSN(tail.End)
+		c.LastAt = tail.Newest
+		return c
+	}
+	c.Missing = name(next)
+	c.MissingTo, c.Resume = gapEnd(next, newest, has, name)
 	return c
 }
 

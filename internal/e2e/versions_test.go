@@ -17,7 +17,8 @@ import (
 // (the rest of the suite runs on the default PostgreSQL, 15): archive under
 // writes, a backup while writes go on, PITR to a restore point, a restore
 // of the latest with every committed row back, verify, and the verify
-// --restore drill. Server programs of the majors other than Debian's come
+// --restore drill; the agent streams beside archive_command all along, and
+// the restore replays its streamed tail. Server programs of the majors other than Debian's come
 // from scripts/test-deps.sh; with CI=true a missing one fails.
 func TestVersions(t *testing.T) {
 	for _, major := range pgversion.Majors() {
@@ -39,6 +40,9 @@ func versionStory(t *testing.T, major int) {
 	if got := c.QueryString(t, "SELECT current_setting('server_version_num')"); !strings.HasPrefix(got, strconv.Itoa(major)) {
 		t.Fatalf("server_version_num %s on a PostgreSQL %d cluster", got, major)
 	}
+	// The agent streams beside archive_command: both store the completed
+	// segments, and agree.
+	ag := startAgent(t, c, repo)
 	pgtest.Pgbench(t, c, "-i", "-q", "-s", "1")
 	c.Exec(t, "CREATE TABLE markers (id int PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())")
 
@@ -85,6 +89,13 @@ func versionStory(t *testing.T, major int) {
 		t.Fatalf("the second backup on PostgreSQL %d: %+v, want an incremental one on %s", major, inc, id)
 	}
 	switchAndWait(t, c)
+	// A commit only the agent's streamed tail holds.
+	c.Exec(t, "INSERT INTO markers (id) VALUES (11)")
+	waitAgentFlushed(t, c, ag)
+	if !strings.Contains(ag.Log(), "complete: ") || strings.Contains(ag.Log(), "retrying") {
+		t.Errorf("PostgreSQL %d: the agent stored no segment, or had to reconnect:\n%s", major, ag.Log())
+	}
+	ag.Kill()
 	c.Stop(t, "immediate")
 	os.RemoveAll(c.DataDir)
 
@@ -117,9 +128,10 @@ func versionStory(t *testing.T, major int) {
 	amcheckOf(t, ri, major)
 	ri.Stop(t, "fast")
 
-	// The latest: replay to the end of the archive, every committed row.
+	// The latest: replay to the end of the archive, the streamed tail
+	// included, every committed row.
 	r := restoreAndStart(t, repo)
-	if got := markers(t, r); got != seq(1, 10) {
+	if got := markers(t, r); got != seq(1, 11) {
 		t.Fatalf("restore of the latest: markers %q", got)
 	}
 	for q, w := range want {

@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -141,7 +142,9 @@ func Start(bin string, useTLS bool) (*Server, error) {
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		resp, err := m.httpClient().Get(m.Endpoint + "/minio/health/live")
+		// ready, not live: a live MinIO may still answer "Server not
+		// initialized yet" to the first requests.
+		resp, err := m.httpClient().Get(m.Endpoint + "/minio/health/ready")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
@@ -185,10 +188,17 @@ func (m *Server) NewBucket() (string, error) {
 	name := fmt.Sprintf("pgkeep-test-%d-%s", m.buckets.Add(1), randomHex(3))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := m.Client().CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
-		return "", fmt.Errorf("creating bucket %s: %w", name, err)
+	for {
+		_, err := m.Client().CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)})
+		if err == nil {
+			return name, nil
+		}
+		// A MinIO that says it is ready may still be initialising.
+		if !strings.Contains(err.Error(), "XMinioServerNotInitialized") || ctx.Err() != nil {
+			return "", fmt.Errorf("creating bucket %s: %w", name, err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
-	return name, nil
 }
 
 func freePort() (int, error) {

@@ -35,6 +35,21 @@ type Archiver struct {
 	// this host (nil when it has succeeded since, or the data directory is
 	// not readable here).
 	LastPushError *PushFailure `json:"last_push_error,omitempty"`
+	// FlushLSN is the end of the WAL the server has flushed ("" on a
+	// standby), on Timeline (its last checkpoint's).
+	FlushLSN string `json:"flush_lsn,omitempty"`
+	Timeline uint32 `json:"timeline,omitempty"`
+	// Agent is the pgkeep agent's replication connection, nil when none
+	// is connected.
+	Agent *Agent `json:"agent,omitempty"`
+}
+
+// Agent is what pg_stat_replication shows of the pgkeep agent.
+type Agent struct {
+	State     string     `json:"state"`
+	FlushLSN  string     `json:"flush_lsn"` // what the agent reported as stored
+	SyncState string     `json:"sync_state"`
+	ReplyTime *time.Time `json:"reply_time,omitempty"`
 }
 
 // Seconds is a duration shown in whole seconds.
@@ -67,6 +82,20 @@ func Read(ctx context.Context, conn *pgx.Conn, pgdata string) (*Archiver, error)
 		return nil, fmt.Errorf("archive_timeout %q: %w", timeout, err)
 	}
 	a.Timeout = Seconds(d)
+	var flush *string
+	if err := conn.QueryRow(ctx, `SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_flush_lsn()::text END,
+		(SELECT timeline_id FROM pg_control_checkpoint())`).Scan(&flush, &a.Timeline); err == nil && flush != nil {
+		a.FlushLSN = *flush
+	}
+	var ag Agent
+	var agFlush *string
+	if err := conn.QueryRow(ctx, `SELECT state, flush_lsn::text, sync_state, reply_time FROM pg_stat_replication
+		WHERE application_name = 'pgkeep' ORDER BY backend_start DESC LIMIT 1`).Scan(&ag.State, &agFlush, &ag.SyncState, &ag.ReplyTime); err == nil {
+		if agFlush != nil {
+			ag.FlushLSN = *agFlush
+		}
+		a.Agent = &ag
+	}
 	if pgdata == "" {
 		pgdata = dataDir
 	}
@@ -133,8 +162,11 @@ func (a *Archiver) FailureText() string {
 // RPOWarning returns a warning when archive_timeout leaves the data at risk
 // unbounded (0) or bounds it above maxRPO (when maxRPO > 0); "" otherwise.
 func (a *Archiver) RPOWarning(maxRPO time.Duration) string {
+	if a.Agent != nil && (a.Agent.State == "streaming" || a.Agent.State == "catchup") {
+		return "" // the agent streams: archive_timeout does not bound the RPO
+	}
 	if a.Mode == "off" {
-		return "archive_mode is off: no WAL reaches the repository"
+		return "archive_mode is off and no pgkeep agent is streaming: no WAL reaches the repository"
 	}
 	t := time.Duration(a.Timeout)
 	if t == 0 {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,6 +21,8 @@ import (
 //	pgkeep.json.repair          only while RepairIdentity runs
 //	keys/FINGERPRINT.age        an encrypted repository's key
 //	wal/TTTTTTTT/NAME           an archived WAL file of timeline TTTTTTTT
+//	wal/TTTTTTTT/streamed/SEGMENT/OOOOOOOO-EEEEEEEE
+//	                            a streamed piece: bytes [O, E) of SEGMENT
 //	backups/ID/started.json     a backup began
 //	backups/ID/data/NNNNNN      a backup's data objects
 //	backups/ID/backup.json      a backup's completion record
@@ -34,6 +37,7 @@ func (k Key) String() string { return k.s }
 
 const (
 	walPrefix       = "wal/"
+	streamedFolder  = "streamed/"
 	backupsPrefix   = "backups/"
 	keysPrefix      = "keys/"
 	summariesPrefix = "summaries/"
@@ -53,6 +57,54 @@ func WAL(name string) Key { return Key{walPrefix + name[:8] + "/" + name} }
 // Summary names the WAL summary of segment name (a valid segment name).
 func Summary(name string) Key { return Key{summariesPrefix + name[:8] + "/" + name} }
 
+// Piece is a streamed piece: the WAL bytes [Start, End) of one segment,
+// byte offsets within it, as the agent received them (docs/design.md §17).
+type Piece struct {
+	Segment    string // the segment's name (24 hex digits)
+	Start, End uint64 // offsets in the segment; Start < End <= segment size
+}
+
+// String names the piece as SEGMENT/OOOOOOOO-EEEEEEEE.
+func (p Piece) String() string { return fmt.Sprintf("%s/%08X-%08X", p.Segment, p.Start, p.End) }
+
+// Size is the number of WAL bytes the piece holds.
+func (p Piece) Size() uint64 { return p.End - p.Start }
+
+// StreamedPiece names the object holding piece p. p.Segment must be a
+// valid segment name and the offsets below 2^32.
+func StreamedPiece(p Piece) Key {
+	return Key{walPrefix + p.Segment[:8] + "/" + streamedFolder + p.String()}
+}
+
+// ParsePiece parses a piece's name as Piece.String() writes it.
+func ParsePiece(name string) (Piece, bool) {
+	if len(name) < 8 {
+		return Piece{}, false
+	}
+	return parsePiece(name[:8], name)
+}
+
+// parsePiece reads the part of a key after wal/TTTTTTTT/streamed/.
+func parsePiece(tli, rest string) (Piece, bool) {
+	seg, offs, ok := strings.Cut(rest, "/")
+	if !ok || len(offs) != 17 || offs[8] != '-' {
+		return Piece{}, false
+	}
+	if k, err := wal.Classify(seg); err != nil || k != wal.KindSegment || seg[:8] != tli {
+		return Piece{}, false
+	}
+	start, err1 := strconv.ParseUint(offs[:8], 16, 32)
+	end, err2 := strconv.ParseUint(offs[9:], 16, 33)
+	if err1 != nil || err2 != nil || start >= end || strings.ToUpper(offs) != offs {
+		return Piece{}, false
+	}
+	p := Piece{Segment: seg, Start: start, End: end}
+	if p.String() != rest {
+		return Piece{}, false // not in the canonical form pgkeep writes
+	}
+	return p, true
+}
+
 // Started names the marker a backup writes when it begins.
 func Started(id string) Key { return Key{backupsPrefix + id + "/started.json"} }
 
@@ -68,10 +120,13 @@ func Pin(id string) Key { return Key{backupsPrefix + id + "/pinned"} }
 // repoKey names the object that holds an encrypted repository's key.
 func repoKey(fingerprint string) Key { return Key{keysPrefix + fingerprint + ".age"} }
 
-// WALObject is an archived WAL file as the store lists it.
+// WALObject is an archived WAL file, or a streamed piece, as the store
+// lists it.
 type WALObject struct {
-	Name    string    // as PostgreSQL names it
-	Kind    wal.Kind  // 0 for a stray (Stray)
+	Name string   // as PostgreSQL names it; for a piece, Piece.String()
+	Kind wal.Kind // 0 for a stray (Stray) or a piece
+	// Piece is set for a streamed piece (Kind 0, not Stray).
+	Piece   *Piece
 	Key     Key       // where it is stored
 	Size    int64     // stored bytes
 	ModTime time.Time // when it was stored
@@ -201,6 +256,16 @@ func (r *Repo) ListWAL(ctx context.Context, fn func(WALObject) error) error {
 func walObject(oi storage.ObjectInfo) WALObject {
 	name := oi.Key[strings.LastIndex(oi.Key, "/")+1:]
 	o := WALObject{Name: name, Key: Key{oi.Key}, Size: oi.Size, ModTime: oi.ModTime}
+	// wal/TTTTTTTT/streamed/SEGMENT/OOOOOOOO-EEEEEEEE
+	if rest := strings.TrimPrefix(oi.Key, walPrefix); len(rest) > 9 && rest[8] == '/' && strings.HasPrefix(rest[9:], streamedFolder) {
+		p, ok := parsePiece(rest[:8], rest[9+len(streamedFolder):])
+		if !ok {
+			o.Stray = true
+			return o
+		}
+		o.Name, o.Piece = p.String(), &p
+		return o
+	}
 	kind, err := wal.Classify(name)
 	if err != nil || oi.Key != WAL(name).s {
 		o.Stray = true

@@ -15,6 +15,7 @@ import (
 	"github.com/pgkeep/pgkeep/internal/repo"
 	"github.com/pgkeep/pgkeep/internal/storage"
 	"github.com/pgkeep/pgkeep/internal/wal"
+	"github.com/pgkeep/pgkeep/internal/walarchive"
 	"github.com/pgkeep/pgkeep/internal/walrec"
 )
 
@@ -253,8 +254,9 @@ func ids(backups []*catalog.Manifest) string {
 // ReadEdge reads the last segments before the gap on chain c and finds
 // where recovery stops: the last complete record and the last commit or
 // abort (looking back up to edgeLookBack segments for one). major is the
-// cluster's PostgreSQL major version.
-func ReadEdge(ctx context.Context, r *repo.Repo, c catalog.Chain, major int, segSize uint64) (Edge, error) {
+// cluster's PostgreSQL major version. Segments the repository holds only
+// in streamed pieces (ix) are read from their pieces.
+func ReadEdge(ctx context.Context, r *repo.Repo, ix *catalog.WALIndex, c catalog.Chain, major int, segSize uint64) (Edge, error) {
 	var e Edge
 	if c.Last == "" {
 		return e, nil
@@ -266,7 +268,7 @@ func ReadEdge(ctx context.Context, r *repo.Repo, c catalog.Chain, major int, seg
 	for back := uint64(0); back < edgeLookBack && back <= seg.No; back++ {
 		no := seg.No - back
 		name := wal.SegmentName(seg.TLI, no, segSize)
-		data, _, err := r.GetObject(ctx, repo.WAL(name))
+		data, err := walarchive.ReadSegment(ctx, r, ix, name)
 		if errors.Is(err, storage.ErrNotFound) && back > 0 {
 			break // on another timeline further back: enough
 		}

@@ -186,7 +186,7 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	}
 	endAtGap := false
 	if chain.Missing != "" {
-		edge, err := ReadEdge(ctx, r, chain, m.PGMajor, id.WalSegSize)
+		edge, err := ReadEdge(ctx, r, cat.WAL, chain, m.PGMajor, id.WalSegSize)
 		if err != nil {
 			return nil, err
 		}

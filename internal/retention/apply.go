@@ -50,6 +50,15 @@ func Gather(ctx context.Context, r *repo.Repo, cat *catalog.Catalog, now time.Ti
 		if o.Stray {
 			continue
 		}
+		if o.Piece != nil {
+			seg, err := wal.ParseSegmentName(o.Piece.Segment, in.SegSize)
+			if err != nil {
+				continue
+			}
+			whole := cat.WAL.Timeline(uint32(seg.TLI)).Has(seg.No)
+			in.Pieces = append(in.Pieces, Piece{Name: o.Name, Timeline: uint32(seg.TLI), SegNo: seg.No, Whole: whole})
+			continue
+		}
 		f := WALFile{Name: o.Name, Kind: o.Kind, Timeline: uint32(wal.TimelineOf(o.Name))}
 		if o.Kind != wal.KindTimelineHistory {
 			seg, err := wal.ParseSegmentName(o.Name[:24], in.SegSize)
@@ -90,6 +99,18 @@ func Apply(ctx context.Context, r *repo.Repo, p *Plan, log func(string, ...any))
 	}
 	if len(p.DeleteWAL) > 0 {
 		log("removed %d WAL files", len(p.DeleteWAL))
+	}
+	for _, name := range p.DeletePieces {
+		pc, ok := repo.ParsePiece(name)
+		if !ok {
+			return fmt.Errorf("removing streamed piece %q: not a piece name", name)
+		}
+		if err := r.Delete(ctx, repo.StreamedPiece(pc)); err != nil {
+			return fmt.Errorf("removing streamed pieces: %w", err)
+		}
+	}
+	if len(p.DeletePieces) > 0 {
+		log("removed %d streamed pieces", len(p.DeletePieces))
 	}
 	for _, name := range p.DeleteSummaries {
 		if err := r.Delete(ctx, repo.Summary(name)); err != nil {

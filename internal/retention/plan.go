@@ -53,6 +53,15 @@ type WALFile struct {
 	Kind     wal.Kind
 }
 
+// Piece is a streamed piece the planner may remove.
+type Piece struct {
+	Name     string // as repo.Piece.String() names it
+	Timeline uint32
+	SegNo    uint64
+	// Whole: its segment is stored whole, so the piece is garbage.
+	Whole bool
+}
+
 // Input is everything the planner looks at.
 type Input struct {
 	Now        time.Time
@@ -63,16 +72,20 @@ type Input struct {
 	// Summaries are the segments that have a WAL summary (Name, Timeline
 	// and SegNo set); they go with their segments.
 	Summaries []WALFile
+	Pieces     []Piece
 }
 
 // Plan is what expire will do, and why it keeps what it keeps.
 type Plan struct {
-	Keep        []Decision `json:"keep"`
-	Expire      []Decision `json:"expire"`
-	Garbage     []string   `json:"garbage_backups"`
-	InProgress  []string   `json:"in_progress_backups"`
-	DeleteWAL   []string   `json:"delete_wal"`
-	KeptWALFrom []string   `json:"kept_wal_from"` // per timeline: first kept segment
+	Keep       []Decision `json:"keep"`
+	Expire     []Decision `json:"expire"`
+	Garbage    []string   `json:"garbage_backups"`
+	InProgress []string   `json:"in_progress_backups"`
+	DeleteWAL  []string   `json:"delete_wal"`
+	// DeletePieces are streamed pieces: of segments stored whole, or that
+	// no kept backup needs.
+	DeletePieces []string `json:"delete_streamed_pieces"`
+	KeptWALFrom  []string `json:"kept_wal_from"` // per timeline: first kept segment
 	// DeleteSummaries are the segments whose WAL summaries go.
 	DeleteSummaries []string `json:"delete_summaries"`
 }
@@ -105,7 +118,18 @@ func MakePlan(in Input, p Policy) (*Plan, error) {
 	}
 	backups := append([]Backup(nil), in.Backups...)
 	sort.Slice(backups, func(i, j int) bool { return backups[i].ID < backups[j].ID })
-	plan := &Plan{Keep: []Decision{}, Expire: []Decision{}, Garbage: []string{}, InProgress: []string{}, DeleteWAL: []string{}, KeptWALFrom: []string{}, DeleteSummaries: []string{}}
+	plan := &Plan{Keep: []Decision{}, Expire: []Decision{}, Garbage: []string{}, InProgress: []string{}, DeleteWAL: []string{}, DeletePieces: []string{}, KeptWALFrom: []string{}, DeleteSummaries: []string{}}
+	// The pieces of a segment stored whole are garbage, whatever the
+	// backups; the others follow the WAL rule below.
+	var pieces []Piece
+	for _, pc := range in.Pieces {
+		if pc.Whole {
+			plan.DeletePieces = append(plan.DeletePieces, pc.Name)
+		} else {
+			pieces = append(pieces, pc)
+		}
+	}
+	defer func() { sort.Strings(plan.DeletePieces) }()
 
 	reasons := make([]string, len(backups))
 	add := func(i int, why string) {
@@ -197,16 +221,21 @@ func MakePlan(in Input, p Policy) (*Plan, error) {
 		return plan, nil // no backups at all: nothing makes WAL removable
 	}
 
-	needed := func(f WALFile) bool {
-		if f.Kind == wal.KindTimelineHistory {
-			return true
-		}
+	neededSeg := func(tli uint32, segNo uint64) bool {
 		for _, fl := range floors {
-			if f.Timeline >= fl.tli && f.SegNo >= fl.segNo {
+			if tli >= fl.tli && segNo >= fl.segNo {
 				return true
 			}
 		}
 		return false
+	}
+	needed := func(f WALFile) bool {
+		return f.Kind == wal.KindTimelineHistory || neededSeg(f.Timeline, f.SegNo)
+	}
+	for _, pc := range pieces {
+		if !neededSeg(pc.Timeline, pc.SegNo) {
+			plan.DeletePieces = append(plan.DeletePieces, pc.Name)
+		}
 	}
 	firstKept := map[uint32]string{}
 	for _, f := range in.WAL {
@@ -259,6 +288,9 @@ func (p *Plan) String() string {
 		fmt.Fprintf(&b, "remove   %d WAL files no kept backup needs (%s .. %s)\n", len(p.DeleteWAL), p.DeleteWAL[0], p.DeleteWAL[len(p.DeleteWAL)-1])
 	} else {
 		fmt.Fprintf(&b, "remove   no WAL\n")
+	}
+	if len(p.DeletePieces) > 0 {
+		fmt.Fprintf(&b, "remove   %d streamed pieces (of segments stored whole, or that no kept backup needs)\n", len(p.DeletePieces))
 	}
 	for _, k := range p.KeptWALFrom {
 		fmt.Fprintf(&b, "keep     WAL from %s on\n", k)

@@ -181,3 +181,37 @@ func TestMakePlanChains(t *testing.T) {
 		t.Errorf("the plan does not show the dependencies:\n%s", text)
 	}
 }
+
+// Streamed pieces: those of a segment stored whole are garbage whatever
+// the backups (even with none); the others follow the WAL rule.
+func TestPlanStreamedPieces(t *testing.T) {
+	piece := func(no uint64, whole bool) Piece {
+		return Piece{Name: fmt.Sprintf("%s/00000000-00001000", wal.SegmentName(1, no, seg)), Timeline: 1, SegNo: no, Whole: whole}
+	}
+	pieces := []Piece{piece(5, true), piece(6, false), piece(80, true), piece(81, false), piece(95, false)}
+	cases := []struct {
+		name    string
+		backups []Backup
+		deleted []uint64
+	}{
+		{"no backups: only the garbage", nil, []uint64{5, 80}},
+		{"keep 2 (from segment 70)", []Backup{dayBackup(1), dayBackup(3), dayBackup(7), dayBackup(9)}, []uint64{5, 6, 80}},
+	}
+	for _, c := range cases {
+		p, err := MakePlan(Input{Now: t0, SegSize: seg, Backups: c.backups, Pieces: pieces}, Policy{KeepCount: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []string
+		for _, no := range c.deleted {
+			for _, pc := range pieces {
+				if pc.SegNo == no {
+					want = append(want, pc.Name)
+				}
+			}
+		}
+		if strings.Join(p.DeletePieces, " ") != strings.Join(want, " ") {
+			t.Errorf("%s: deletes pieces %v, want %v", c.name, p.DeletePieces, want)
+		}
+	}
+}

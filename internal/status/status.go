@@ -11,11 +11,16 @@ import (
 	"github.com/pgkeep/pgkeep/internal/catalog"
 	"github.com/pgkeep/pgkeep/internal/pgstat"
 	"github.com/pgkeep/pgkeep/internal/units"
+	"github.com/pgkeep/pgkeep/internal/wal"
 )
 
 // Status is what `pgkeep status` reports.
 type Status struct {
 	sysID uint64
+	// endLSN is the end of the WAL the repository holds on endTLI, the
+	// newest timeline (whole segments and streamed pieces).
+	endLSN wal.LSN
+	endTLI uint32
 
 	Repository       string     `json:"repository"`
 	SystemIdentifier string     `json:"system_identifier"`
@@ -28,9 +33,19 @@ type Status struct {
 	NewestWAL        string     `json:"newest_wal,omitempty"`
 	NewestWALAt      *time.Time `json:"newest_wal_archived_at,omitempty"`
 	WALAgeSeconds    *float64   `json:"wal_age_seconds,omitempty"`
-	// RPOSeconds estimates how much committed work a loss right now would
-	// cost: the time since the newest WAL reached the repository.
+	// StreamedLSN is the end of the WAL the agent streamed (pieces and the
+	// segments it completed), on StreamedTimeline, stored at StreamedAt.
+	StreamedLSN        string     `json:"streamed_lsn,omitempty"`
+	StreamedTimeline   uint32     `json:"streamed_timeline,omitempty"`
+	StreamedAt         *time.Time `json:"streamed_at,omitempty"`
+	StreamedAgeSeconds *float64   `json:"streamed_age_seconds,omitempty"`
+	// RPOSeconds is how much committed work a loss right now would cost:
+	// the time since the newest WAL reached the repository, or 0 when the
+	// server says the repository holds all the WAL it has flushed.
 	RPOSeconds *float64 `json:"rpo_seconds,omitempty"`
+	// RPOMeasured says RPOSeconds was measured against the server's WAL
+	// position, not estimated from the repository alone.
+	RPOMeasured bool `json:"rpo_measured"`
 	// RPOBasis says in one line what the RPO estimate measures and what
 	// bounds it.
 	RPOBasis string   `json:"rpo_basis"`
@@ -115,7 +130,28 @@ func Compute(cat *catalog.Catalog, location string, now time.Time) *Status {
 		s.NewestWALAt = &at
 		s.WALAgeSeconds = secs(now.Sub(at))
 		s.RPOSeconds = s.WALAgeSeconds
-	} else {
+		if last, ok := newest.LastNo(); ok {
+			s.endLSN, s.endTLI = wal.SegmentStartLSN(last+1, ix.SegSize), newest.Timeline
+		}
+	}
+	if se, ok := ix.Streamed(); ok {
+		s.StreamedLSN, s.StreamedTimeline = se.LSN.String(), se.Timeline
+		at := se.At
+		s.StreamedAt = &at
+		s.StreamedAgeSeconds = secs(now.Sub(at))
+		if newest == nil || se.Timeline >= newest.Timeline {
+			if se.Timeline > s.endTLI || se.LSN > s.endLSN {
+				s.endLSN, s.endTLI = se.LSN, se.Timeline
+			}
+			if s.NewestWALAt == nil || at.After(*s.NewestWALAt) {
+				s.NewestWAL = se.Segment + " (streamed to " + se.LSN.String() + ")"
+				s.NewestWALAt = &at
+				s.WALAgeSeconds = secs(now.Sub(at))
+				s.RPOSeconds = s.WALAgeSeconds
+			}
+		}
+	}
+	if s.NewestWALAt == nil {
 		s.Problems = append(s.Problems, "no archived WAL")
 	}
 
@@ -165,6 +201,15 @@ func (s *Status) AddServer(arch *pgstat.Archiver, err error, maxRPO time.Duratio
 		if w := arch.RPOWarning(maxRPO); w != "" {
 			s.Warnings = append(s.Warnings, w)
 		}
+		// Measured, when the agent streams: nothing the server has
+		// flushed is missing from the repository. (With archive_command
+		// alone the estimate stays, with what bounds it on a quiet
+		// server.)
+		streaming := arch.Agent != nil || s.StreamedLSN != ""
+		if flush, err := wal.ParseLSN(arch.FlushLSN); err == nil && streaming && s.RPOSeconds != nil && arch.Timeline == s.endTLI && flush <= s.endLSN {
+			zero := 0.0
+			s.RPOSeconds, s.RPOMeasured = &zero, true
+		}
 	}
 	s.explainRPO()
 }
@@ -175,7 +220,28 @@ func (s *Status) explainRPO() {
 		s.RPOBasis = "no WAL in the repository: everything committed since the newest backup's WAL would be lost"
 		return
 	}
+	if s.RPOMeasured {
+		s.RPOBasis = fmt.Sprintf("measured: the repository holds all the WAL the server has flushed (to LSN %s on timeline %d)", s.Server.Archiver.FlushLSN, s.endTLI)
+		if s.StreamedLSN != "" {
+			s.RPOBasis += fmt.Sprintf("; the agent streamed it, the newest piece stored %s ago", dur(*s.StreamedAgeSeconds))
+		}
+		return
+	}
 	b := fmt.Sprintf("the age of the newest WAL in the repository (%s): what a loss of the database host now would cost a server that writes all the time", dur(*s.RPOSeconds))
+	if s.StreamedLSN != "" {
+		b = fmt.Sprintf("measured from the WAL the agent streamed: the repository holds WAL to LSN %s on timeline %d, stored %s ago, which is what a loss of the database host now would cost at most",
+			s.endLSN, s.endTLI, dur(*s.RPOSeconds))
+		switch {
+		case s.Server == nil || !s.Server.Checked:
+			b += "; the server was not checked"
+		case s.Server.Archiver.Agent == nil:
+			b += "; no agent is connected to the server now, so the WAL written since is not being stored"
+		default:
+			b += fmt.Sprintf("; the server has flushed to %s (agent %s, sync_state %s)", s.Server.Archiver.FlushLSN, s.Server.Archiver.Agent.State, s.Server.Archiver.Agent.SyncState)
+		}
+		s.RPOBasis = b
+		return
+	}
 	switch {
 	case s.Server == nil || !s.Server.Checked:
 		b += "; the server was not checked, so what bounds it on a quiet server is unknown"
@@ -234,7 +300,16 @@ func (s *Status) String() string {
 	}
 	if s.NewestWALAt != nil {
 		fmt.Fprintf(&b, "newest WAL        %s, archived %s ago\n", s.NewestWAL, dur(*s.WALAgeSeconds))
-		fmt.Fprintf(&b, "RPO estimate      %s\n", dur(*s.RPOSeconds))
+	}
+	if s.StreamedAt != nil {
+		fmt.Fprintf(&b, "streamed          to LSN %s on timeline %d, stored %s ago\n", s.StreamedLSN, s.StreamedTimeline, dur(*s.StreamedAgeSeconds))
+	}
+	if s.RPOSeconds != nil {
+		what := "RPO estimate"
+		if s.RPOMeasured || s.StreamedAt != nil {
+			what = "RPO measured"
+		}
+		fmt.Fprintf(&b, "%-18s%s\n", what, dur(*s.RPOSeconds))
 	}
 	fmt.Fprintf(&b, "RPO basis         %s\n", s.RPOBasis)
 	if sv := s.Server; sv != nil {
@@ -245,6 +320,11 @@ func (s *Status) String() string {
 				last = fmt.Sprintf("%s at %s", a.LastArchivedWAL, a.LastArchivedAt.UTC().Format(time.RFC3339))
 			}
 			fmt.Fprintf(&b, "server archiver   last archived %s; %d failures in all\n", last, a.FailedCount)
+			if ag := a.Agent; ag != nil {
+				fmt.Fprintf(&b, "server agent      %s, reported stored to %s (sync_state %s); the server has flushed to %s\n", ag.State, ag.FlushLSN, ag.SyncState, a.FlushLSN)
+			} else if s.StreamedLSN != "" {
+				fmt.Fprintf(&b, "server agent      none connected: the WAL written now is not streamed\n")
+			}
 		} else {
 			fmt.Fprintf(&b, "server            %s\n", sv.Note)
 		}

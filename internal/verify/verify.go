@@ -121,6 +121,9 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Report, error) {
 		if o.Kind == wal.KindSegment && uint64(sum.Size) != segSize {
 			return &Problem{Object: o.Key.String(), Kind: "corrupt", Detail: fmt.Sprintf("segment is %d bytes, not %d", sum.Size, segSize)}
 		}
+		if o.Piece != nil && uint64(sum.Size) != o.Piece.Size() {
+			return &Problem{Object: o.Key.String(), Kind: "corrupt", Detail: fmt.Sprintf("streamed piece holds %d bytes, its name says %d", sum.Size, o.Piece.Size())}
+		}
 		return nil
 	})
 	opts.Progress.End()
@@ -344,6 +347,9 @@ func walProblems(c catalog.Chain, m *catalog.Manifest) []Problem {
 	case c.End < m.Stop():
 		out = append(out, Problem{Object: repo.WAL(c.Missing).String(), Kind: "missing",
 			Detail: fmt.Sprintf("needed to make backup %s consistent (WAL %s..%s)", m.ID, m.StartWAL, m.StopWAL)})
+	case c.Missing != "" && c.Hole != "":
+		out = append(out, Problem{Object: repo.WAL(c.Missing).String(), Kind: "gap",
+			Detail: fmt.Sprintf("%s: recovery from backup %s stops at %s, short of the newest archived segment %s (timeline %d)", c.Hole, m.ID, c.Last, c.Newest, c.Target)})
 	case c.Missing != "":
 		out = append(out, Problem{Object: repo.WAL(c.Missing).String(), Kind: "gap",
 			Detail: fmt.Sprintf("missing (to %s): recovery from backup %s stops at %s, short of the newest archived segment %s (timeline %d)", c.MissingTo, m.ID, c.Last, c.Newest, c.Target)})

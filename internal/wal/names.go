@@ -202,6 +202,9 @@ func TimelineOf(name string) TimeLineID {
 	return TimeLineID(v)
 }
 
+// HistoryName is the name of timeline tli's history file.
+func HistoryName(tli TimeLineID) string { return fmt.Sprintf("%08X.history", uint32(tli)) }
+
 func isUpperHex(s string) bool {
 	for i := 0; i < len(s); i++ {
 		c := s[i]

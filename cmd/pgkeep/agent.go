@@ -1,0 +1,127 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pgkeep/pgkeep/internal/agent"
+)
+
+func (a *app) newAgentCmd() *cobra.Command {
+	var (
+		slot        string
+		interval    time.Duration
+		synchronous bool
+		warnSize    string
+		acceptGap   bool
+		slotCheck   time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Stream WAL into the repository as the server writes it (long-running)",
+		Long: `Run in the foreground on the database host (or any host with a replication
+connection to it), streaming WAL into the repository as PostgreSQL writes
+it, for an RPO of seconds, or zero with --synchronous.
+
+The agent connects with the libpq environment (PGHOST, PGPORT, PGUSER...)
+over the replication protocol, on a physical replication slot it creates
+if missing (--slot). It stores what arrived at least every --stream-interval
+while WAL arrives (nothing while the database is idle), as write-once
+streamed pieces, and each completed segment whole under its normal name,
+exactly as wal-push does: archive_command and the agent can both run.
+
+The position it reports to the server is the end of the WAL durably in the
+repository, so the slot keeps every segment that is not stored. With
+--synchronous and synchronous_standby_names = 'pgkeep', a commit returns
+only once its WAL is in the repository (RPO 0; each commit then waits
+about one upload, and commits wait while the store is unreachable: set
+synchronous_standby_names = '' and reload to fall back to asynchronous).
+
+It reconnects with backoff when the server restarts or the network drops,
+follows a promotion to a new timeline (storing its history file), and
+resumes from what the repository holds. If the server no longer has WAL
+the repository lacks, it stops and names the missing range. SIGTERM or
+SIGINT stop it after the upload in flight and what was received are stored.
+
+The role needs the REPLICATION attribute (or superuser), and pg_hba.conf a
+'replication' line for it.`,
+		Example: `  PGHOST=/var/run/postgresql pgkeep agent --repo s3://bucket/prod
+  pgkeep agent --synchronous      # with synchronous_standby_names = 'pgkeep'`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if interval <= 0 || interval > time.Hour {
+				return &usageError{fmt.Errorf("--stream-interval %s: give a duration from 1ms to 1h", interval)}
+			}
+			if strings.ContainsAny(slot, " \t'\"") || slot == "" {
+				return &usageError{fmt.Errorf("--slot %q: give a replication slot name (lower-case letters, digits, underscores)", slot)}
+			}
+			warn, err := parseSize(warnSize)
+			if err != nil {
+				return &usageError{fmt.Errorf("--slot-warn-size: %w", err)}
+			}
+			r, _, err := a.openRepo(cmd)
+			if err != nil {
+				return err
+			}
+			log := &lineLog{w: a.stderr}
+			ag := agent.New(agent.Config{
+				Repo: r, Slot: slot, Interval: interval, Synchronous: synchronous, Log: log, AcceptGap: acceptGap,
+				Components: []agent.Component{&agent.SlotMonitor{WarnBytes: warn, Every: slotCheck}},
+			})
+			err = ag.Run(cmd.Context())
+			if errors.Is(err, agent.ErrMissingWAL) {
+				return &exitError{code: exitFailure, err: err}
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&slot, "slot", "pgkeep", "physical replication slot to stream from (created if missing)")
+	f.DurationVar(&interval, "stream-interval", time.Second, "store the WAL received at least this often while WAL arrives")
+	f.BoolVar(&synchronous, "synchronous", false, "store WAL as soon as it arrives, for synchronous_standby_names = 'pgkeep' (RPO 0)")
+	f.StringVar(&warnSize, "slot-warn-size", "1GB", "warn when the slot makes the server keep more WAL than this (0: never)")
+	f.DurationVar(&slotCheck, "slot-check-interval", 30*time.Second, "how often to check the slot's retention")
+	f.MarkHidden("slot-check-interval")
+	f.BoolVar(&acceptGap, "accept-gap", false, "when the server no longer has the WAL the repository needs next, stream from its oldest WAL, leaving a gap (after taking a new backup)")
+	return cmd
+}
+
+// lineLog writes one timestamped line per event.
+type lineLog struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lineLog) Logf(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fmt.Fprintf(l.w, "%s pgkeep agent: %s\n", time.Now().UTC().Format("2006-01-02T15:04:05.000Z"), fmt.Sprintf(format, args...))
+}
+
+// parseSize reads a byte size: a number with an optional unit B, kB, MB,
+// GB or TB (powers of 1024, as PostgreSQL's memory units).
+func parseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		m      int64
+	}{{"TB", 1 << 40}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"kB", 1 << 10}, {"KB", 1 << 10}, {"B", 1}} {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%q is not a size like 512MB or 1GB", s)
+	}
+	return n * mult, nil
+}
