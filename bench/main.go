@@ -45,7 +45,20 @@ type measure struct {
 	Seconds float64 `json:"seconds"`
 	RSSMiB  float64 `json:"peak_rss_mib,omitempty"`
 	Stored  int64   `json:"stored_bytes,omitempty"`
+	// Segments is how many WAL segments a drain archived.
+	Segments int `json:"segments,omitempty"`
 }
+
+// segmentsPerSec is a drain's rate.
+func (m measure) segmentsPerSec() float64 {
+	if m.Seconds == 0 {
+		return 0
+	}
+	return float64(m.Segments) / m.Seconds
+}
+
+// mibPerSec is a drain's rate in MiB of segment files (16 MiB each).
+func (m measure) mibPerSec() float64 { return m.segmentsPerSec() * 16 }
 
 type comparison struct {
 	Name    string `json:"name"`
@@ -91,7 +104,7 @@ func main() {
 	scale := flag.Int("scale", 20, "pgbench scale factor (15 MiB each) plus an equal share of less compressible data")
 	pgkeepBin := flag.String("pgkeep", "bin/pgkeep", "pgkeep binary")
 	workers := flag.Int("workers", 2, "workers for both tools (pgkeep --workers, pgBackRest process-max)")
-	segments := flag.Int("wal-backlog", 64, "WAL segments in the drain backlog")
+	segments := flag.Int("wal-backlog", 40, "WAL segments in each drain backlog (full segments of table work, and switched ones)")
 	replayRows := flag.Int("replay-rows", 3000000, "rows bulk-loaded after the backups, for WAL to replay in the recovery measurement (about 150 bytes of WAL each)")
 	outDir := flag.String("out", "bench/results", "directory for the JSON results")
 	keep := flag.Bool("keep", false, "keep the workspace")
@@ -255,6 +268,10 @@ func (b *bench) setupCluster(ctx context.Context, scale int, noise bool) error {
 	if _, err := b.c.SQL(ctx, "CREATE TABLE drain_noise (id int, h text, r float8, ts timestamptz) WITH (autovacuum_enabled = false)"); err != nil {
 		return err
 	}
+	if _, err := b.c.SQL(ctx, `CREATE TABLE drain_rows (id bigint PRIMARY KEY, h text, n bigint, ts timestamptz) WITH (autovacuum_enabled = false);
+		CREATE INDEX ON drain_rows (h)`); err != nil {
+		return err
+	}
 	if !noise {
 		return nil
 	}
@@ -370,6 +387,24 @@ func (b *bench) compare(ctx context.Context, cmp comparison, segments int, peerF
 		put(tool, "replay", measure{Seconds: rec})
 		fmt.Printf("%s restore: %.2fs (%.0f MiB peak RSS), then recovery: %.2fs\n", tool, m.Seconds, m.RSSMiB, rec)
 	}
+	// From S3 also with the store's files in memory (the store's host
+	// caches what it serves): what remains is each tool's own cost per
+	// restored byte.
+	if cmp.Storage == "s3" {
+		for _, tool := range tools {
+			mnt, release, err := b.freshFS(dir, "restore-warm-"+tool)
+			if err != nil {
+				return rr, err
+			}
+			m, err := b.restoreWarm(ctx, tool, filepath.Join(mnt, "data"), pkArgs, peer)
+			release()
+			if err != nil {
+				return rr, err
+			}
+			put(tool, "restore_warm", m)
+			fmt.Printf("%s restore, the store warm: %.2fs (%.0f MiB peak RSS)\n", tool, m.Seconds, m.RSSMiB)
+		}
+	}
 	// PostgreSQL's own replay speed: the same restore, with every WAL
 	// segment it needs already on local disk and restore_command a cp.
 	// pgkeep's replay time over this one is what fetching costs.
@@ -397,60 +432,150 @@ func (b *bench) compare(ctx context.Context, cmp comparison, segments int, peerF
 		return rr, err
 	}
 
-	// WAL drain: a backlog builds while archiving fails, then each tool
-	// archives it; timed until the archiver has caught up.
-	for _, tool := range tools {
-		failedBefore, err := b.archiverFailures(ctx)
-		if err != nil {
-			return rr, err
+	// WAL drains: a backlog builds while archiving fails, then each tool
+	// archives it; timed until the archiver has caught up. The full one is
+	// what a busy database leaves (every segment full of ordinary table
+	// work); the switched one, short segments padded with zeros, measures
+	// the cost of a call.
+	for _, d := range []drainKind{drainFull, drainSwitched} {
+		for _, tool := range tools {
+			m, err := b.drain(ctx, d, tool, dir, segments, pkArgs, peer)
+			if err != nil {
+				return rr, err
+			}
+			put(tool, d.figure(), m)
 		}
-		if err := b.setArchive(ctx, "false"); err != nil {
-			return rr, err
+	}
+	return rr, nil
+}
+
+// drainKind is how a drain's backlog is made.
+type drainKind int
+
+const (
+	// drainFull: inserts and updates on an indexed table of barely
+	// compressible text, every segment full, as a busy database writes.
+	drainFull drainKind = iota
+	// drainSwitched: about 4 MiB of WAL per segment, then a switch: the
+	// rest of each segment is zeros, so this measures per-call overhead.
+	drainSwitched
+)
+
+func (d drainKind) figure() string {
+	if d == drainSwitched {
+		return "wal_drain_switched"
+	}
+	return "wal_drain"
+}
+
+// drain builds a backlog of segments WAL segments while archiving fails,
+// then points archive_command at tool and times it until the archiver has
+// caught up. pgkeep's segments are all fetched back afterwards.
+func (b *bench) drain(ctx context.Context, d drainKind, tool, dir string, segments int, pkArgs []string, peer func(...string) []string) (measure, error) {
+	failedBefore, err := b.archiverFailures(ctx)
+	if err != nil {
+		return measure{}, err
+	}
+	if err := b.setArchive(ctx, "false"); err != nil {
+		return measure{}, err
+	}
+	b.stopPusher()
+	// +1: right after a switch the position is on a segment boundary,
+	// which pg_walfile_name names by the segment before it.
+	first, _ := b.c.SQL(ctx, "SELECT pg_walfile_name(pg_current_wal_lsn() + 1)")
+	if err := b.buildBacklog(ctx, d, segments); err != nil {
+		return measure{}, err
+	}
+	last, _ := b.c.SQL(ctx, "SELECT pg_walfile_name(pg_switch_wal())")
+	n, err := segmentCount(first, last)
+	if err != nil {
+		return measure{}, err
+	}
+	if err := b.waitArchiverIdle(ctx, failedBefore); err != nil {
+		return measure{}, err
+	}
+	cmd := fmt.Sprintf("%s wal-push %s %s %%p", b.pgkeep, b.pushArgs, strings.Join(pkArgs, " "))
+	if tool == "pgbackrest" {
+		cmd = fmt.Sprintf("pgbackrest %s archive-push %%p", strings.Join(peer(), " "))
+	}
+	// The new command is set first and timing starts at the reload that
+	// makes the archiver use it; the backlog is on disk by then.
+	syscall.Sync()
+	if _, err := b.c.SQL(ctx, fmt.Sprintf("ALTER SYSTEM SET archive_command = '%s'", strings.ReplaceAll(cmd, "'", "''"))); err != nil {
+		return measure{}, err
+	}
+	began := time.Now()
+	if _, err := b.c.SQL(ctx, "SELECT pg_reload_conf()"); err != nil {
+		return measure{}, err
+	}
+	if err := b.waitArchived(ctx, last); err != nil {
+		return measure{}, err
+	}
+	secs := time.Since(began).Seconds()
+	m := measure{Seconds: secs, Segments: n}
+	fmt.Printf("%s %s: %d segments (%s..%s) in %.2fs: %.1f segments/s, %.0f MiB/s\n", tool, d.figure(), n, first, last, secs, m.segmentsPerSec(), m.mibPerSec())
+	if tool == "pgkeep" {
+		if err := b.fetchRange(ctx, dir, first, last, pkArgs); err != nil {
+			return measure{}, err
 		}
-		b.stopPusher()
-		// +1: right after a switch the position is on a segment boundary,
-		// which pg_walfile_name names by the segment before it.
-		first, _ := b.c.SQL(ctx, "SELECT pg_walfile_name(pg_current_wal_lsn() + 1)")
+	}
+	return m, nil
+}
+
+// buildBacklog writes WAL for a drain while archiving is off.
+func (b *bench) buildBacklog(ctx context.Context, d drainKind, segments int) error {
+	if d == drainSwitched {
 		for i := 0; i < segments; i++ {
 			b.c.SQL(ctx, "SELECT pg_switch_wal() FROM (SELECT pg_logical_emit_message(false, 'bench', repeat('x', 1000000))) s")
 			b.c.SQL(ctx, "INSERT INTO drain_noise SELECT g, md5(random()::text), random(), now() FROM generate_series(1, 20000) g")
 		}
-		// The rows only made WAL: the cluster stays the same size from run
-		// to run, so every run backs up the same data.
-		if _, err := b.c.SQL(ctx, "TRUNCATE drain_noise"); err != nil {
-			return rr, err
+		// The rows only made WAL: the cluster stays the same size from
+		// run to run, so every run backs up the same data.
+		_, err := b.c.SQL(ctx, "TRUNCATE drain_noise")
+		return err
+	}
+	// Rows of id, text of two md5s (hex: compresses about 2:1), a bigint
+	// and a timestamp, into a table with a primary key and an index on the
+	// text (random insert positions: page splits and full-page images);
+	// then an update of a tenth of the batch. Batches go on until the WAL
+	// written fills the backlog.
+	start, err := b.c.SQL(ctx, "SELECT pg_current_wal_lsn()")
+	if err != nil {
+		return err
+	}
+	want := int64(segments) * 16 << 20
+	const batch = 100000
+	for lo := 1; ; lo += batch {
+		if _, err := b.c.SQL(ctx, fmt.Sprintf(`INSERT INTO drain_rows SELECT g, md5(random()::text) || md5(g::text), (random() * 1e15)::bigint,
+			now() - random() * interval '1000 days' FROM generate_series(%d, %d) g`, lo, lo+batch-1)); err != nil {
+			return err
 		}
-		last, _ := b.c.SQL(ctx, "SELECT pg_walfile_name(pg_switch_wal())")
-		if err := b.waitArchiverIdle(ctx, failedBefore); err != nil {
-			return rr, err
+		if _, err := b.c.SQL(ctx, fmt.Sprintf("UPDATE drain_rows SET n = n + 1, ts = now() WHERE id BETWEEN %d AND %d AND id %% 10 = 0", lo, lo+batch-1)); err != nil {
+			return err
 		}
-		cmd := fmt.Sprintf("%s wal-push %s %s %%p", b.pgkeep, b.pushArgs, strings.Join(pkArgs, " "))
-		if tool == "pgbackrest" {
-			cmd = fmt.Sprintf("pgbackrest %s archive-push %%p", strings.Join(peer(), " "))
+		out, err := b.c.SQL(ctx, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '"+start+"')::bigint")
+		if err != nil {
+			return err
 		}
-		// The new command is set first and timing starts at the reload
-		// that makes the archiver use it.
-		syscall.Sync()
-		if _, err := b.c.SQL(ctx, fmt.Sprintf("ALTER SYSTEM SET archive_command = '%s'", strings.ReplaceAll(cmd, "'", "''"))); err != nil {
-			return rr, err
-		}
-		began := time.Now()
-		if _, err := b.c.SQL(ctx, "SELECT pg_reload_conf()"); err != nil {
-			return rr, err
-		}
-		if err := b.waitArchived(ctx, last); err != nil {
-			return rr, err
-		}
-		secs := time.Since(began).Seconds()
-		fmt.Printf("%s drained %s..%s in %.2fs\n", tool, first, last, secs)
-		put(tool, "wal_drain", measure{Seconds: secs})
-		if tool == "pgkeep" {
-			if err := b.fetchRange(ctx, dir, first, last, pkArgs); err != nil {
-				return rr, err
-			}
+		if done, _ := strconv.ParseInt(out, 10, 64); done >= want {
+			break
 		}
 	}
-	return rr, nil
+	_, err = b.c.SQL(ctx, "TRUNCATE drain_rows")
+	return err
+}
+
+// segmentCount is the number of segments from first to last, both
+// included (16 MiB segments).
+func segmentCount(first, last string) (int, error) {
+	n := 1
+	for seg := first; seg < last; n++ {
+		var err error
+		if seg, err = nextSegment(seg); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
 }
 
 // repos are the two tools' fresh repositories for one run.
@@ -625,6 +750,19 @@ func (b *bench) restore(ctx context.Context, tool, target string, pkArgs []strin
 	// has paged out (these VMs reclaim page cache idle for about a
 	// minute) decides the result.
 	dropCaches()
+	return b.restoreNow(ctx, tool, target, pkArgs, peer)
+}
+
+// restoreWarm restores as restore does, with the store's files read into
+// the page cache first: a remote store with memory of its own serves
+// from there, and what is left is the restoring tool's own cost.
+func (b *bench) restoreWarm(ctx context.Context, tool, target string, pkArgs []string, peer func(...string) []string) (measure, error) {
+	syscall.Sync()
+	duRead(b.s3.DataDir)
+	return b.restoreNow(ctx, tool, target, pkArgs, peer)
+}
+
+func (b *bench) restoreNow(ctx context.Context, tool, target string, pkArgs []string, peer func(...string) []string) (measure, error) {
 	if tool == "pgkeep" {
 		return b.timed(ctx, nil, b.pgkeep, append([]string{"restore", "--quiet", "--archive-off", "--pgdata", target}, pkArgs...)...)
 	}
@@ -709,12 +847,12 @@ func medians(runs []runResult) (pk, peer map[string]measure) {
 	med := func(get func(runResult) map[string]measure) map[string]measure {
 		out := map[string]measure{}
 		for fig := range get(runs[0]) {
-			var secs, rss, stored []float64
+			var secs, rss, stored, segs []float64
 			for _, r := range runs {
 				m := get(r)[fig]
-				secs, rss, stored = append(secs, m.Seconds), append(rss, m.RSSMiB), append(stored, float64(m.Stored))
+				secs, rss, stored, segs = append(secs, m.Seconds), append(rss, m.RSSMiB), append(stored, float64(m.Stored)), append(segs, float64(m.Segments))
 			}
-			out[fig] = measure{Seconds: median(secs), RSSMiB: median(rss), Stored: int64(median(stored))}
+			out[fig] = measure{Seconds: median(secs), RSSMiB: median(rss), Stored: int64(median(stored)), Segments: int(median(segs))}
 		}
 		return out
 	}
@@ -922,23 +1060,25 @@ type target struct {
 	text   string
 }
 
-// targets returns the goals of a comparison: the headline one (pgBackRest
-// lz4) asks for 0.8 x pgBackRest's backup and restore times, the zstd one
-// for no slower.
+// targets returns the goals of a comparison (docs and issue 13): the
+// headline one (pgBackRest lz4) asks for half pgBackRest's backup and
+// restore times, the zstd one for no slower; every drain of full segments
+// for 1.5 times pgBackRest's speed.
 func targets(c comparison) map[string]target {
-	speed := target{max: 0.8, ratio: true, text: "<= 0.80"}
+	speed := target{max: 0.5, ratio: true, text: "<= 0.50"}
 	if !strings.HasPrefix(c.PeerC, "lz4") {
 		speed = target{max: 1.0, ratio: true, text: "<= 1.00"}
 	}
 	memory := target{max: 150, strict: true, text: "< 150 MiB"}
 	return map[string]target{
-		"backup time":      speed,
-		"restore time":     speed,
-		"wal_drain time":   {max: 1 / 1.5, ratio: true, text: "<= 0.67 (1.5 x faster)"},
-		"backup peak RSS":  memory,
-		"restore peak RSS": memory,
-		"backup stored":    {max: 1.2, ratio: true, text: "<= 1.20"},
-		"replay vs local":  {max: 1.2, text: "<= 1.20 (fetching costs little)"},
+		"backup time":         speed,
+		"restore time":        speed,
+		"restore (warm) time": speed,
+		"wal_drain time":      {max: 1 / 1.5, ratio: true, text: "<= 0.67 (1.5 x faster)"},
+		"backup peak RSS":     memory,
+		"restore peak RSS":    memory,
+		"backup stored":       {max: 1.2, ratio: true, text: "<= 1.20"},
+		"replay vs local":     {max: 1.1, text: "<= 1.10 (fetching costs little)"},
 	}
 }
 
@@ -977,9 +1117,20 @@ func rows(c comparison) []row {
 		}
 		out = append(out, r)
 	}
-	for _, k := range []string{"backup", "restore", "recovery", "replay", "wal_drain"} {
-		add(k+" time", c.Pgkeep[k].Seconds, c.Peer[k].Seconds, "s")
+	for _, k := range []string{"backup", "restore", "restore_warm", "recovery", "replay"} {
+		if _, ok := c.Pgkeep[k]; ok {
+			add(strings.Replace(k, "_warm", " (warm)", 1)+" time", c.Pgkeep[k].Seconds, c.Peer[k].Seconds, "s")
+		}
 	}
+	// The drain of full segments, its time against the target and its
+	// rates (ratio: pgkeep's speed over pgBackRest's); the switched one,
+	// per-call overhead, for information.
+	pk, peer := c.Pgkeep["wal_drain"], c.Peer["wal_drain"]
+	add("wal_drain time", pk.Seconds, peer.Seconds, "s")
+	add("wal_drain rate", pk.segmentsPerSec(), peer.segmentsPerSec(), "segments/s")
+	add("wal_drain rate", pk.mibPerSec(), peer.mibPerSec(), "MiB/s")
+	sw, swPeer := c.Pgkeep["wal_drain_switched"], c.Peer["wal_drain_switched"]
+	add("switched-segment drain (per call)", sw.segmentsPerSec(), swPeer.segmentsPerSec(), "segments/s")
 	add("backup peak RSS", c.Pgkeep["backup"].RSSMiB, c.Peer["backup"].RSSMiB, "MiB")
 	add("restore peak RSS", c.Pgkeep["restore"].RSSMiB, c.Peer["restore"].RSSMiB, "MiB")
 	add("backup stored", float64(c.Pgkeep["backup"].Stored)/(1<<20), float64(c.Peer["backup"].Stored)/(1<<20), "MiB")

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/pgkeep/pgkeep/internal/freelist"
+
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 	"github.com/pierrec/lz4/v4"
@@ -97,7 +99,18 @@ type compressor interface {
 
 // pools of encoders, one per compression setting. Encoders are expensive to
 // build (zstd allocates window tables), so they are reused.
-var encoderPools sync.Map // Compression -> *sync.Pool
+// They are kept across garbage collections (package freelist): a zstd
+// encoder rebuilt after each cycle touches fresh memory for its tables
+// and history, which costs more than compressing with it.
+var encoderPools sync.Map // Compression -> *freelist.List[compressor]
+
+func encoderPool(c Compression) *freelist.List[compressor] {
+	if p, ok := encoderPools.Load(c); ok {
+		return p.(*freelist.List[compressor])
+	}
+	p, _ := encoderPools.LoadOrStore(c, &freelist.List[compressor]{New: func() compressor { return nil }})
+	return p.(*freelist.List[compressor])
+}
 
 type nopCompressor struct{ w io.Writer }
 
@@ -157,10 +170,7 @@ func newCompressor(c Compression) (compressor, error) {
 }
 
 func getCompressor(c Compression, w io.Writer) (compressor, error) {
-	p, _ := encoderPools.LoadOrStore(c, &sync.Pool{})
-	pool := p.(*sync.Pool)
-	if v := pool.Get(); v != nil {
-		cw := v.(compressor)
+	if cw := encoderPool(c).Get(); cw != nil {
 		cw.Reset(w)
 		return cw, nil
 	}
@@ -174,8 +184,7 @@ func getCompressor(c Compression, w io.Writer) (compressor, error) {
 
 func putCompressor(c Compression, cw compressor) {
 	cw.Reset(nil)
-	p, _ := encoderPools.LoadOrStore(c, &sync.Pool{})
-	p.(*sync.Pool).Put(cw)
+	encoderPool(c).Put(cw)
 }
 
 // decompressor is a reusable streaming decoder.
@@ -184,7 +193,13 @@ type decompressor interface {
 	Reset(r io.Reader) error
 }
 
-var decoderPools [S2 + 1]sync.Pool
+var decoderPools [S2 + 1]freelist.List[decompressor]
+
+func init() {
+	for i := range decoderPools {
+		decoderPools[i].New = func() decompressor { return nil }
+	}
+}
 
 type nopDecompressor struct{ r io.Reader }
 
@@ -203,8 +218,7 @@ func getDecompressor(c Codec, r io.Reader) (decompressor, error) {
 	if !c.valid() {
 		return nil, fmt.Errorf("unknown codec %d", c)
 	}
-	if v := decoderPools[c].Get(); v != nil {
-		d := v.(decompressor)
+	if d := decoderPools[c].Get(); d != nil {
 		if err := d.Reset(r); err != nil {
 			return nil, err
 		}

@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sync"
 	"syscall"
+
+	"github.com/pgkeep/pgkeep/internal/freelist"
 
 	"github.com/pgkeep/pgkeep/internal/envelope"
 )
@@ -25,12 +26,15 @@ const chunkSize = 1 << 20
 // long page header of a segment is 40 bytes).
 const headSize = 64
 
-var chunkPool = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
+var chunkPool = freelist.List[*[]byte]{New: func() *[]byte { b := make([]byte, chunkSize); return &b }}
 
 // outChunk is the unit of the encoded envelope's buffer.
 const outChunk = 1 << 20
 
-var outPool = sync.Pool{New: func() any { b := make([]byte, outChunk); return &b }}
+// outPool's chunks outlive garbage collections (package freelist): a
+// pusher uploading segment after segment reuses the same memory. Two
+// workers' envelopes of barely compressible segments fit.
+var outPool = freelist.List[*[]byte]{New: func() *[]byte { b := make([]byte, outChunk); return &b }, Max: 40}
 
 // chunkedBuffer holds an encoded envelope in 1 MiB chunks from a pool:
 // memory grows with what is written, is never copied to grow, and a
@@ -47,7 +51,7 @@ func (b *chunkedBuffer) Write(p []byte) (int, error) {
 	for len(p) > 0 {
 		off := int(b.n % outChunk)
 		if off == 0 && int(b.n/outChunk) == len(b.chunks) {
-			b.chunks = append(b.chunks, outPool.Get().(*[]byte))
+			b.chunks = append(b.chunks, outPool.Get())
 		}
 		c := *b.chunks[b.n/outChunk]
 		k := copy(c[off:], p)
@@ -160,7 +164,7 @@ func encodeOpen(f *os.File, comp envelope.Compression, ci envelope.Cipher, tee i
 	if err != nil {
 		return nil, err
 	}
-	bp := chunkPool.Get().(*[]byte)
+	bp := chunkPool.Get()
 	defer chunkPool.Put(bp)
 	chunk := *bp
 	for {

@@ -186,20 +186,29 @@ func TestJoinAcrossSegments(t *testing.T) {
 }
 
 func TestSortBlocks(t *testing.T) {
-	for _, n := range []int{0, 1, 511, 512, 100000} {
-		b := make([]uint32, n)
-		x := uint32(2463534242)
-		for i := range b {
-			x ^= x << 13
-			x ^= x >> 17
-			x ^= x << 5
-			b[i] = x >> (i % 20)
-		}
-		want := slices.Clone(b)
-		slices.Sort(want)
-		sortBlocks(b)
-		if !slices.Equal(b, want) {
-			t.Fatalf("%d blocks sorted wrong", n)
+	// Sizes on both sides of the comparison-sort cut; numbers spread
+	// over all 32 bits, and small ones (passes skipped); the scratch
+	// reused from call to call.
+	var scratch []uint32
+	for _, n := range []int{0, 1, 255, 256, 511, 512, 100000, 3000} {
+		for _, small := range []bool{false, true} {
+			b := make([]uint32, n)
+			x := uint32(2463534242)
+			for i := range b {
+				x ^= x << 13
+				x ^= x >> 17
+				x ^= x << 5
+				b[i] = x >> (i % 20)
+				if small {
+					b[i] &= 0xFFFF
+				}
+			}
+			want := slices.Clone(b)
+			slices.Sort(want)
+			scratch = sortBlocks(b, scratch)
+			if !slices.Equal(b, want) {
+				t.Fatalf("%d blocks (small %v) sorted wrong", n, small)
+			}
 		}
 	}
 }

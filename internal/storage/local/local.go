@@ -21,6 +21,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/pgkeep/pgkeep/internal/freelist"
+
 	"github.com/pgkeep/pgkeep/internal/storage"
 )
 
@@ -36,6 +38,10 @@ const (
 
 // copyBufSize bounds the buffer Put copies through.
 const copyBufSize = 1 << 20
+
+// copyBufs are Put's buffers of copyBufSize, reused for the life of the
+// process (a WAL pusher or a backup puts object after object).
+var copyBufs = freelist.List[*[]byte]{New: func() *[]byte { b := make([]byte, copyBufSize); return &b }}
 
 // Store keeps objects as files under a root directory.
 type Store struct {
@@ -133,7 +139,14 @@ func (s *Store) Put(ctx context.Context, key string, body io.Reader, size int64)
 	// After a successful link this removes the temporary name only.
 	defer os.Remove(tmpName)
 
-	buf := make([]byte, min(size+1, copyBufSize))
+	var buf []byte
+	if size+1 >= copyBufSize {
+		bp := copyBufs.Get()
+		defer copyBufs.Put(bp)
+		buf = *bp
+	} else {
+		buf = make([]byte, size+1)
+	}
 	n, err := io.CopyBuffer(writerOnly{tmp}, &ctxReader{ctx: ctx, r: io.LimitReader(body, size+1)}, buf)
 	if err == nil && n != size {
 		err = storage.Permanent(fmt.Errorf("the body holds %s bytes, not %d as declared", countString(n, size), size))
