@@ -47,6 +47,28 @@ type measure struct {
 	Stored  int64   `json:"stored_bytes,omitempty"`
 	// Segments is how many WAL segments a drain archived.
 	Segments int `json:"segments,omitempty"`
+	// CPUSeconds is the machine's busy CPU time during a drain (every
+	// process: the tool, PostgreSQL's archiver, the shell it runs).
+	CPUSeconds float64 `json:"cpu_seconds,omitempty"`
+}
+
+// busyCPU is the machine's CPU time spent not idle since boot, in
+// seconds (from /proc/stat; 0 where it cannot be read).
+func busyCPU() float64 {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	f := strings.Fields(line)
+	var busy float64
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseFloat(v, 64)
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return busy / 100 // USER_HZ
 }
 
 // segmentsPerSec is a drain's rate.
@@ -95,6 +117,8 @@ type bench struct {
 	replayRows int
 	// pushArgs are extra wal-push flags for the drain measurement.
 	pushArgs string
+	// drainOnly skips everything but the drains; noDrain skips them.
+	drainOnly, noDrain bool
 	// expectRows is what a recovered cluster must hold: the primary's
 	// row counts at the end of the archive.
 	expectRows string
@@ -114,6 +138,8 @@ func main() {
 	runs := flag.Int("runs", 3, "runs of each comparison; the table shows medians (runs alternate which tool goes first)")
 	only := flag.String("only", "", "run only the comparisons whose name contains this (e.g. headline, zstd, incremental)")
 	skip := flag.String("skip", "", "skip the comparisons whose name contains this")
+	drainOnly := flag.Bool("drain-only", false, "measure only the WAL drains (for work on archiving)")
+	noDrain := flag.Bool("no-drain", false, "skip the WAL drains (for work on backup and restore)")
 	noise := flag.Bool("noise", true, "also load a less compressible table of scale x 100000 rows (the incremental comparison wants pgbench alone: -noise=false)")
 	flag.Parse()
 	if *runs < 1 {
@@ -121,7 +147,7 @@ func main() {
 		os.Exit(2)
 	}
 	o := options{scale: *scale, pgkeepBin: *pgkeepBin, workers: *workers, segments: *segments, runs: *runs, replayRows: *replayRows,
-		outDir: *outDir, keep: *keep, headlineC: *headlineC, only: *only, pushArgs: *pushArgs, storages: strings.Split(*storages, ","), noise: *noise, skip: *skip}
+		outDir: *outDir, keep: *keep, headlineC: *headlineC, only: *only, pushArgs: *pushArgs, storages: strings.Split(*storages, ","), noise: *noise, skip: *skip, drainOnly: *drainOnly, noDrain: *noDrain}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -133,7 +159,7 @@ type options struct {
 	scale, workers, segments, runs, replayRows   int
 	pgkeepBin, outDir, headlineC, only, pushArgs string
 	skip                                         string
-	keep, noise                                  bool
+	keep, noise, drainOnly, noDrain              bool
 	storages                                     []string
 }
 
@@ -155,7 +181,7 @@ func run(o options) error {
 	}
 	os.Chmod(ws, 0o755)
 	r.Chown(ws)
-	b := &bench{r: r, ws: ws, workers: o.workers, replayRows: o.replayRows, pushArgs: o.pushArgs}
+	b := &bench{r: r, ws: ws, workers: o.workers, replayRows: o.replayRows, pushArgs: o.pushArgs, drainOnly: o.drainOnly, noDrain: o.noDrain}
 	b.pgkeep = filepath.Join(ws, "pgkeep")
 	if err := copyFile(o.pgkeepBin, b.pgkeep); err != nil {
 		return fmt.Errorf("copying pgkeep: %w", err)
@@ -325,6 +351,9 @@ func (b *bench) compare(ctx context.Context, cmp comparison, segments int, peerF
 		return rr, err
 	}
 	pkArgs, peer, pkStored, peerStored := rp.pkArgs, rp.peer, rp.pkStored, rp.peerStored
+	if b.drainOnly {
+		return rr, b.drains(ctx, tools, dir, segments, pkArgs, peer, put)
+	}
 
 	for _, tool := range tools {
 		// Both tools read a warm page cache: read the data directory once.
@@ -437,16 +466,24 @@ func (b *bench) compare(ctx context.Context, cmp comparison, segments int, peerF
 	// what a busy database leaves (every segment full of ordinary table
 	// work); the switched one, short segments padded with zeros, measures
 	// the cost of a call.
+	if b.noDrain {
+		return rr, nil
+	}
+	return rr, b.drains(ctx, tools, dir, segments, pkArgs, peer, put)
+}
+
+// drains runs both drains for each tool.
+func (b *bench) drains(ctx context.Context, tools []string, dir string, segments int, pkArgs []string, peer func(...string) []string, put func(string, string, measure)) error {
 	for _, d := range []drainKind{drainFull, drainSwitched} {
 		for _, tool := range tools {
 			m, err := b.drain(ctx, d, tool, dir, segments, pkArgs, peer)
 			if err != nil {
-				return rr, err
+				return err
 			}
 			put(tool, d.figure(), m)
 		}
 	}
-	return rr, nil
+	return nil
 }
 
 // drainKind is how a drain's backlog is made.
@@ -504,6 +541,7 @@ func (b *bench) drain(ctx context.Context, d drainKind, tool, dir string, segmen
 	if _, err := b.c.SQL(ctx, fmt.Sprintf("ALTER SYSTEM SET archive_command = '%s'", strings.ReplaceAll(cmd, "'", "''"))); err != nil {
 		return measure{}, err
 	}
+	busyBefore := busyCPU()
 	began := time.Now()
 	if _, err := b.c.SQL(ctx, "SELECT pg_reload_conf()"); err != nil {
 		return measure{}, err
@@ -512,8 +550,10 @@ func (b *bench) drain(ctx context.Context, d drainKind, tool, dir string, segmen
 		return measure{}, err
 	}
 	secs := time.Since(began).Seconds()
-	m := measure{Seconds: secs, Segments: n}
-	fmt.Printf("%s %s: %d segments (%s..%s) in %.2fs: %.1f segments/s, %.0f MiB/s\n", tool, d.figure(), n, first, last, secs, m.segmentsPerSec(), m.mibPerSec())
+	cpu := busyCPU() - busyBefore
+	m := measure{Seconds: secs, Segments: n, CPUSeconds: cpu}
+	fmt.Printf("%s %s: %d segments (%s..%s) in %.2fs: %.1f segments/s, %.0f MiB/s; machine CPU busy %.2fs (%.0f ms per segment)\n",
+		tool, d.figure(), n, first, last, secs, m.segmentsPerSec(), m.mibPerSec(), cpu, 1000*cpu/float64(n))
 	if tool == "pgkeep" {
 		if err := b.fetchRange(ctx, dir, first, last, pkArgs); err != nil {
 			return measure{}, err

@@ -50,7 +50,7 @@ func openStorage(ctx context.Context, cfg *config.Config) (storage.Storage, erro
 // openRepository opens the repository cfg describes on its storage stack,
 // with the operator's encryption keys.
 func openRepository(ctx context.Context, cfg *config.Config) (*repo.Repo, error) {
-	opts := repo.Options{Compression: cfg.Compression}
+	opts := repo.Options{Compression: cfg.Compression, WALCompression: cfg.WALCompression}
 	var err error
 	if cfg.AgeRecipients != "" {
 		if opts.Recipients, err = crypt.LoadRecipients(cfg.AgeRecipients); err != nil {

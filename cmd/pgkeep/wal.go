@@ -172,9 +172,7 @@ func repoTag(cfg *config.Config) string {
 // segments after the one being pushed. It outlives this wal-push.
 func startPushAhead(cfg *config.Config, walDir, after string, uploads int) {
 	args := []string{"--wal-dir", walDir, "--after", after, "--workers=" + strconv.Itoa(uploads)}
-	if _, set := cfg.Sources["compression"]; set {
-		args = append(args, "--compression="+cfg.Compression.String())
-	}
+	args = append(args, "--wal-compression="+cfg.WALCompression.String())
 	if cfg.AgeRecipients != "" {
 		args = append(args, "--age-recipients="+cfg.AgeRecipients)
 	}

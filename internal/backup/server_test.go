@@ -98,7 +98,7 @@ func TestBackupRefusesUnsupportedServer(t *testing.T) {
 				t.Fatal(err)
 			}
 			comp, _ := envelope.ParseCompression("zstd")
-			r := repo.New(st, repo.Options{Compression: comp})
+			r := repo.New(st, repo.Options{Compression: comp, WALCompression: comp})
 			_, err = Run(context.Background(), r, Options{
 				ConnString: fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=postgres sslmode=disable default_query_exec_mode=simple_protocol", port),
 				PGData:     t.TempDir(),

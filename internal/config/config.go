@@ -48,6 +48,7 @@ func Settings() []Setting {
 		{"s3-ca-bundle", "", "PEM file with CA certificates to trust for the S3 endpoint"},
 		{"s3-profile", "", "AWS shared config profile (default: AWS_PROFILE)"},
 		{"compression", "zstd", "compression for new objects: zstd, lz4, s2 or none, optionally :level"},
+		{"wal-compression", "", "compression of archived and streamed WAL (default: s2, the fastest; or what compression says when that is set)"},
 		{"workers", "0", "parallel workers for backup, restore and WAL upload (0 = number of CPUs)"},
 		{"retry-timeout", "2m", "how long to retry a failing storage operation before giving up"},
 		{"age-recipients", "", "file of age recipients (age1... public keys, or passphrase:...): encrypts a new repository; writers of an encrypted one are checked against it"},
@@ -151,7 +152,10 @@ type Config struct {
 	Repo        RepoURL
 	S3          S3
 	Compression envelope.Compression
-	Workers     int
+	// WALCompression is the codec of WAL objects: wal-compression, else
+	// compression when that was set, else s2 (docs/design.md §13).
+	WALCompression envelope.Compression
+	Workers        int
 	// RetryTimeout bounds the retries of one storage operation.
 	RetryTimeout time.Duration
 	// AgeRecipients and AgeIdentity are paths to key files ("" if unset).
@@ -248,6 +252,16 @@ func Load(src Sources) (*Config, error) {
 	}
 	if cfg.Compression, err = envelope.ParseCompression(raw["compression"]); err != nil {
 		return nil, fieldErr("compression", err)
+	}
+	switch w := raw["wal-compression"]; {
+	case w != "":
+		if cfg.WALCompression, err = envelope.ParseCompression(w); err != nil {
+			return nil, fieldErr("wal-compression", err)
+		}
+	case sources["compression"] != "":
+		cfg.WALCompression = cfg.Compression
+	default:
+		cfg.WALCompression = envelope.Compression{Codec: envelope.S2}
 	}
 	if cfg.Workers, err = strconv.Atoi(raw["workers"]); err != nil || cfg.Workers < 0 || cfg.Workers > 256 {
 		return nil, fieldErr("workers", fmt.Errorf("%q is not a number from 0 to 256", raw["workers"]))

@@ -117,3 +117,32 @@ func FuzzParseRepoURL(f *testing.F) {
 		}
 	})
 }
+
+// WAL's codec: its own setting, else compression when that was set, else
+// s2; backups keep compression's (zstd by default).
+func TestWALCompression(t *testing.T) {
+	for _, c := range []struct {
+		flags            map[string]string
+		wantWAL, wantObj string
+	}{
+		{map[string]string{}, "s2", "zstd"},
+		{map[string]string{"compression": "zstd:1"}, "zstd:1", "zstd:1"},
+		{map[string]string{"compression": "lz4", "wal-compression": "zstd"}, "zstd", "lz4"},
+		{map[string]string{"wal-compression": "none"}, "none", "zstd"},
+	} {
+		c.flags["repo"] = "file:///tmp/r"
+		cfg, err := Load(Sources{Flags: c.flags, Getenv: env(nil), ConfigFile: "/dev/null"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.WALCompression.String(); got != c.wantWAL {
+			t.Errorf("%v: WAL compression %s, want %s", c.flags, got, c.wantWAL)
+		}
+		if got := cfg.Compression.String(); got != c.wantObj {
+			t.Errorf("%v: compression %s, want %s", c.flags, got, c.wantObj)
+		}
+	}
+	if _, err := Load(Sources{Flags: map[string]string{"repo": "file:///tmp/r", "wal-compression": "gzip"}, Getenv: env(nil), ConfigFile: "/dev/null"}); err == nil || !strings.Contains(err.Error(), "setting wal-compression") {
+		t.Errorf("a bad wal-compression: %v", err)
+	}
+}

@@ -33,8 +33,8 @@ var (
 
 // Repo is an open repository.
 type Repo struct {
-	st   storage.Storage
-	comp envelope.Compression
+	st            storage.Storage
+	comp, walComp envelope.Compression
 
 	recipients *crypt.Recipients // writers' keys, or nil
 	identities *crypt.Identities // readers' keys, or nil
@@ -46,8 +46,9 @@ type Repo struct {
 
 // Options configures New.
 type Options struct {
-	// Compression is the codec of new objects.
-	Compression envelope.Compression
+	// Compression is the codec of new objects, WALCompression that of
+	// WAL objects (archived segments, streamed pieces).
+	Compression, WALCompression envelope.Compression
 	// Recipients are the operator's encryption recipients: they create an
 	// encrypted repository and must match an existing one's. nil: none.
 	Recipients *crypt.Recipients
@@ -59,7 +60,7 @@ type Options struct {
 // New returns the repository on st. It does not check that a repository
 // exists there; Identity does.
 func New(st storage.Storage, opts Options) *Repo {
-	return &Repo{st: st, comp: opts.Compression, recipients: opts.Recipients, identities: opts.Identities}
+	return &Repo{st: st, comp: opts.Compression, walComp: opts.WALCompression, recipients: opts.Recipients, identities: opts.Identities}
 }
 
 // Location describes the repository for messages.
@@ -67,6 +68,9 @@ func (r *Repo) Location() string { return r.st.Location() }
 
 // Compression returns the compression for new objects.
 func (r *Repo) Compression() envelope.Compression { return r.comp }
+
+// WALCompression returns the compression for new WAL objects.
+func (r *Repo) WALCompression() envelope.Compression { return r.walComp }
 
 // Encrypted reports whether objects are encrypted (after the identity was
 // read) and whether this process can decrypt them.

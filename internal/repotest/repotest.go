@@ -88,7 +88,7 @@ func New(t testing.TB) *Env {
 
 // Repo opens the repository as a new process would.
 func (e *Env) Repo(opts ...func(*repo.Options)) *repo.Repo {
-	o := repo.Options{Compression: e.Comp}
+	o := repo.Options{Compression: e.Comp, WALCompression: e.Comp}
 	for _, f := range opts {
 		f(&o)
 	}

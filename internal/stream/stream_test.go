@@ -26,7 +26,7 @@ func testRepo(t *testing.T) (*repo.Repo, *repo.Identity) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := repo.New(st, repo.Options{Compression: envelope.Compression{Codec: envelope.Zstd}})
+	r := repo.New(st, repo.Options{Compression: envelope.Compression{Codec: envelope.Zstd}, WALCompression: envelope.Compression{Codec: envelope.Zstd}})
 	id, err := r.EnsureIdentity(context.Background(), repo.Identity{SystemIdentifier: 42, PGMajor: 15, WalSegSize: seg1})
 	if err != nil {
 		t.Fatal(err)

@@ -21,7 +21,7 @@ func repoOfMajor(t *testing.T, major int) *repo.Repo {
 		t.Fatal(err)
 	}
 	comp, _ := envelope.ParseCompression("zstd")
-	r := repo.New(st, repo.Options{Compression: comp})
+	r := repo.New(st, repo.Options{Compression: comp, WALCompression: comp})
 	if _, err := r.EnsureIdentity(context.Background(), repo.Identity{SystemIdentifier: 42, PGMajor: major, WalSegSize: 16 << 20}); err != nil {
 		t.Fatal(err)
 	}

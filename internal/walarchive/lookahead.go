@@ -256,7 +256,7 @@ func pushAheadOne(ctx context.Context, r *repo.Repo, id *repo.Identity, tag, wal
 	if sum != nil {
 		tee = sum
 	}
-	enc, err := encodeOpen(f, r.Compression(), r.Cipher(), tee)
+	enc, err := encodeOpen(f, r.WALCompression(), r.Cipher(), tee)
 	if err != nil {
 		return err
 	}

@@ -150,7 +150,7 @@ func TestPushAheadUploadsAndRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	comp, _ := envelope.ParseCompression("zstd")
-	r := repo.New(st, repo.Options{Compression: comp})
+	r := repo.New(st, repo.Options{Compression: comp, WALCompression: comp})
 	if _, err := r.EnsureIdentity(ctx, repo.Identity{SystemIdentifier: 42, PGMajor: 15, WalSegSize: testSegSize}); err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,7 @@ func testRepo(t *testing.T) *repo.Repo {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := repo.New(st, repo.Options{Compression: envelope.Compression{Codec: envelope.Zstd}})
+	r := repo.New(st, repo.Options{Compression: envelope.Compression{Codec: envelope.Zstd}, WALCompression: envelope.Compression{Codec: envelope.Zstd}})
 	if _, err := r.EnsureIdentity(context.Background(), repo.Identity{SystemIdentifier: 42, PGMajor: 15, WalSegSize: seg1M}); err != nil {
 		t.Fatal(err)
 	}

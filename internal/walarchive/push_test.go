@@ -42,7 +42,7 @@ func newPushEnv(t *testing.T) *pushEnv {
 
 // repo opens the repository as a new wal-push process would.
 func (e *pushEnv) repo() *repo.Repo {
-	return repo.New(e.st, repo.Options{Compression: envelope.Compression{Codec: envelope.Zstd}})
+	return repo.New(e.st, repo.Options{Compression: envelope.Compression{Codec: envelope.Zstd}, WALCompression: envelope.Compression{Codec: envelope.Zstd}})
 }
 
 func (e *pushEnv) segment(t *testing.T, name string, seed uint64) string {

@@ -50,7 +50,7 @@ func StorePiece(ctx context.Context, r *repo.Repo, p repo.Piece, data []byte) (r
 	if uint64(len(data)) != p.Size() {
 		return repo.PutResult{}, fmt.Errorf("storing streamed piece %s: %d bytes for a %d-byte range", p, len(data), p.Size())
 	}
-	enc, err := encodeBytes(data, r.Compression(), r.Cipher())
+	enc, err := encodeBytes(data, r.WALCompression(), r.Cipher())
 	if err != nil {
 		return repo.PutResult{}, fmt.Errorf("encoding streamed piece %s: %w", p, err)
 	}
@@ -74,7 +74,7 @@ func StoreSegment(ctx context.Context, r *repo.Repo, id *repo.Identity, name str
 	if err := checkHeader(name, data, id); err != nil {
 		return PushResult{}, err
 	}
-	enc, err := encodeBytes(data, r.Compression(), r.Cipher())
+	enc, err := encodeBytes(data, r.WALCompression(), r.Cipher())
 	if err != nil {
 		return PushResult{}, fmt.Errorf("encoding streamed segment %s: %w", name, err)
 	}

@@ -125,7 +125,7 @@ func Push(ctx context.Context, r *repo.Repo, path string, opts PushOptions) (Pus
 			tee = sum
 		}
 	}
-	enc, err := encodeOpen(f, r.Compression(), ci, tee)
+	enc, err := encodeOpen(f, r.WALCompression(), ci, tee)
 	if err != nil {
 		return PushResult{}, err
 	}

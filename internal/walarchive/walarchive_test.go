@@ -40,7 +40,7 @@ func TestPushChecksTheSegmentsMajor(t *testing.T) {
 		t.Fatal(err)
 	}
 	comp, _ := envelope.ParseCompression("zstd")
-	r := repo.New(st, repo.Options{Compression: comp})
+	r := repo.New(st, repo.Options{Compression: comp, WALCompression: comp})
 	if _, err := r.EnsureIdentity(ctx, repo.Identity{SystemIdentifier: 42, PGMajor: 15, WalSegSize: testSegSize}); err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestPushHistoryFileChecksPgControl(t *testing.T) {
 			t.Fatal(err)
 		}
 		comp, _ := envelope.ParseCompression("zstd")
-		return repo.New(st, repo.Options{Compression: comp}), p
+		return repo.New(st, repo.Options{Compression: comp, WALCompression: comp}), p
 	}
 
 	r, p := setup(control)
