@@ -28,6 +28,9 @@ func (a *app) newAgentCmd() *cobra.Command {
 		metricsAge  time.Duration
 		retryFirst  time.Duration
 		own         = map[string]*string{}
+		backupType  string
+		fullEvery   string
+		maxChain    int
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -60,7 +63,8 @@ The role needs the REPLICATION attribute (or superuser), and pg_hba.conf a
 'replication' line for it.
 
 Schedules. --backup-schedule takes base backups in this process (as pgkeep
-backup does, --type auto), on an interval (24h, 7d: one interval after the
+backup does; --backup-type, --max-chain and --full-every as its --type,
+--max-chain and --full-every), on an interval (24h, 7d: one interval after the
 newest backup in the repository, so at once if there is none or it is
 older) or a cron expression in local time ("0 3 * * *", @daily; prefix
 CRON_TZ=UTC for another zone). --keep and --keep-within apply retention
@@ -82,7 +86,8 @@ expire removes what it left), the streamed WAL received is stored, and the
 agent exits 0. SIGHUP reads the config file and the environment again
 (flags still win) and applies the schedules, the retention and --listen;
 a configuration with an error is refused, the running one stays, and the
-log says why. The repository and the streaming settings need a restart.
+log says why. The repository, streaming and backup-type settings need a
+restart.
 
 The schedule, retention and listen settings may also be set in the config
 file or the environment (PGKEEP_BACKUP_SCHEDULE, PGKEEP_KEEP, ...).`,
@@ -113,6 +118,21 @@ file or the environment (PGKEEP_BACKUP_SCHEDULE, PGKEEP_KEEP, ...).`,
 			if err != nil {
 				return &usageError{err}
 			}
+			switch backupType {
+			case backup.TypeFull, backup.TypeIncremental, backup.TypeAuto:
+			default:
+				return &usageError{fmt.Errorf("--backup-type %q: use full, incremental or auto", backupType)}
+			}
+			every, err := parseDays(fullEvery)
+			if err != nil {
+				return &usageError{fmt.Errorf("--full-every: %w", err)}
+			}
+			if maxChain < 0 {
+				return &usageError{fmt.Errorf("--max-chain %d: use 0 (always full) or more", maxChain)}
+			}
+			if maxChain == 0 {
+				maxChain = -1 // backup.Options: negative is none, 0 the default
+			}
 			meter := observe.NewMeter()
 			r, err := openRepository(ctx, cfg, meter)
 			if err != nil {
@@ -123,7 +143,7 @@ file or the environment (PGKEEP_BACKUP_SCHEDULE, PGKEEP_KEEP, ...).`,
 				return err
 			}
 			log := &lineLog{w: a.stderr}
-			bopts := backup.Options{PGData: a.env("PGDATA"), Workers: cfg.Workers}
+			bopts := backup.Options{PGData: a.env("PGDATA"), Workers: cfg.Workers, Type: backupType, MaxChain: maxChain, FullEvery: every}
 			sched := agent.NewScheduler(set.plan(r, bopts, cfg.Workers))
 			sched.RetryInitial = retryFirst
 			source := &observe.Source{Repo: r, Scheduler: sched, PGData: a.env("PGDATA"), MaxAge: metricsAge}
@@ -158,6 +178,9 @@ file or the environment (PGKEEP_BACKUP_SCHEDULE, PGKEEP_KEEP, ...).`,
 		own[st.Name] = v
 		f.StringVar(v, st.Name, st.Default, st.Help+" ["+config.EnvName(st.Name)+"]")
 	}
+	f.StringVar(&backupType, "backup-type", backup.TypeAuto, "scheduled backups: full, incremental or auto (as pgkeep backup --type)")
+	f.IntVar(&maxChain, "max-chain", backup.DefaultMaxChain, "scheduled backups with --backup-type auto: at most this many incremental backups on a full one (0: always full)")
+	f.StringVar(&fullEvery, "full-every", "7d", "scheduled backups with --backup-type auto: a full backup once the newest full one is this old")
 	f.DurationVar(&metricsAge, "metrics-max-age", 10*time.Second, "read the repository and the server for /metrics and / at most this often")
 	f.DurationVar(&retryFirst, "backup-retry", 30*time.Second, "wait this long before retrying a failed scheduled backup (doubling up to 30m)")
 	f.MarkHidden("backup-retry")
