@@ -118,10 +118,11 @@ func (s agentSettings) retentionText() string {
 func (s agentSettings) describe() string {
 	var parts []string
 	if s.backup != nil {
-		parts = append(parts, "backups "+s.backup.String())
+		b := "backups " + s.backup.String()
 		if s.retains() {
-			parts = append(parts, "then retention "+s.retentionText())
+			b += " then retention " + s.retentionText()
 		}
+		parts = append(parts, b)
 	} else {
 		parts = append(parts, "no scheduled backups")
 	}
