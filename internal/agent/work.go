@@ -114,4 +114,3 @@ func LastBackup(r *repo.Repo) func(context.Context) (time.Time, error) {
 		return m.StopTime, nil
 	}
 }
-

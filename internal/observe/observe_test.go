@@ -35,9 +35,9 @@ func TestSnapshotMetricsAndPage(t *testing.T) {
 	for name, want := range map[string]float64{
 		"pgkeep_backup_last_stored_bytes":              float64(m.Stored),
 		"pgkeep_backup_last_success_timestamp_seconds": float64(m.StopTime.UnixNano()) / 1e9,
-		"pgkeep_backups":   1,
-		"pgkeep_wal_gaps":  1,
-		"pgkeep_server_up": 0,
+		"pgkeep_backups":                               1,
+		"pgkeep_wal_gaps":                              1,
+		"pgkeep_server_up":                             0,
 	} {
 		mfs, err := reg.Gather()
 		if err != nil {
