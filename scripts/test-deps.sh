@@ -7,7 +7,8 @@
 #     unpacked once into $PG_ROOT/<major> (see below);
 #   - MinIO, built once from the Go module proxy into a cache directory;
 #   - for the package test: nfpm, built the same way (scripts/nfpm.sh), and
-#     systemd-analyze (Debian's systemd package) to verify the units.
+#     systemd-analyze (Debian's systemd package) to verify the units;
+#   - for the agent's status page test: Debian's chromium, run headless.
 set -euo pipefail
 
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
@@ -154,6 +155,11 @@ NFPM=$("$(dirname "$0")/nfpm.sh")
 if ! command -v systemd-analyze >/dev/null; then
 	echo "test-deps: installing systemd (for systemd-analyze verify)"
 	apt_install systemd
+fi
+# The agent's status page is loaded in a real browser (TestAgentOperations).
+if ! command -v chromium >/dev/null; then
+	echo "test-deps: installing chromium (headless, for the status page test)"
+	apt_install chromium
 fi
 majors="15 (Debian)"
 for major in $(printf '%s\n' "${!PG_NPM_VERSION[@]}" | sort -n); do majors="$majors, $major"; done

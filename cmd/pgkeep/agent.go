@@ -12,6 +12,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pgkeep/pgkeep/internal/agent"
+	"github.com/pgkeep/pgkeep/internal/backup"
+	"github.com/pgkeep/pgkeep/internal/config"
+	"github.com/pgkeep/pgkeep/internal/observe"
 )
 
 func (a *app) newAgentCmd() *cobra.Command {
@@ -22,10 +25,16 @@ func (a *app) newAgentCmd() *cobra.Command {
 		warnSize    string
 		acceptGap   bool
 		slotCheck   time.Duration
+		metricsAge  time.Duration
+		retryFirst  time.Duration
+		own         = map[string]*string{}
+		backupType  string
+		fullEvery   string
+		maxChain    int
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
-		Short: "Stream WAL into the repository as the server writes it (long-running)",
+		Short: "Stream WAL, take scheduled backups, serve metrics and a status page (long-running)",
 		Long: `Run in the foreground on the database host (or any host with a replication
 connection to it), streaming WAL into the repository as PostgreSQL writes
 it, for an RPO of seconds, or zero with --synchronous.
@@ -51,9 +60,42 @@ the repository lacks, it stops and names the missing range. SIGTERM or
 SIGINT stop it after the upload in flight and what was received are stored.
 
 The role needs the REPLICATION attribute (or superuser), and pg_hba.conf a
-'replication' line for it.`,
+'replication' line for it.
+
+Schedules. --backup-schedule takes base backups in this process (as pgkeep
+backup does; --backup-type, --max-chain and --full-every as its --type,
+--max-chain and --full-every), on an interval (24h, 7d: one interval after the
+newest backup in the repository, so at once if there is none or it is
+older) or a cron expression in local time ("0 3 * * *", @daily; prefix
+CRON_TZ=UTC for another zone). --keep and --keep-within apply retention
+after each successful backup, with expire's policy. --verify-schedule
+re-reads every backup and the WAL chain, as pgkeep verify does. Runs never
+overlap: one that falls due while another runs waits for it, then runs
+once. A failed backup is retried with backoff (30s doubling to 30m) until
+one succeeds. Every run is one log line: kind, duration, result.
+
+Metrics and status page. --listen (default ` + config.DefaultListen + `, loopback only)
+serves Prometheus metrics at /metrics and a status page at /: the
+recoverable window, the RPO, the backups, the WAL per timeline with any
+gap, the stream's position and the schedules' last runs. They read the
+repository at most every --metrics-max-age. --listen off serves nothing.
+
+Signals. SIGTERM or SIGINT: a backup in progress is abandoned (its
+completion record is never written, so it is never listed as restorable;
+expire removes what it left), the streamed WAL received is stored, and the
+agent exits 0. SIGHUP reads the config file and the environment again
+(flags still win) and applies the schedules, the retention and --listen;
+a configuration with an error is refused, the running one stays, and the
+log says why. The repository, streaming and backup-type settings need a
+restart.
+
+The schedule, retention and listen settings may also be set in the config
+file or the environment (PGKEEP_BACKUP_SCHEDULE, PGKEEP_KEEP, ...).`,
 		Example: `  PGHOST=/var/run/postgresql pgkeep agent --repo s3://bucket/prod
-  pgkeep agent --synchronous      # with synchronous_standby_names = 'pgkeep'`,
+  pgkeep agent --synchronous      # with synchronous_standby_names = 'pgkeep'
+  pgkeep agent --backup-schedule '0 3 * * *' --keep 7 --keep-within 14d --verify-schedule 7d
+  curl -s http://` + config.DefaultListen + `/metrics | grep pgkeep_rpo_seconds
+  systemctl reload pgkeep-agent   # SIGHUP: re-read /etc/pgkeep/pgkeep.conf`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if interval <= 0 || interval > time.Hour {
@@ -66,16 +108,58 @@ The role needs the REPLICATION attribute (or superuser), and pg_hba.conf a
 			if err != nil {
 				return &usageError{fmt.Errorf("--slot-warn-size: %w", err)}
 			}
-			r, _, err := a.openRepo(cmd)
+			ctx := cmd.Context()
+			src := a.sources(cmd, own)
+			cfg, err := config.Load(src)
+			if err != nil {
+				return &usageError{err}
+			}
+			set, err := parseAgentSettings(cfg)
+			if err != nil {
+				return &usageError{err}
+			}
+			switch backupType {
+			case backup.TypeFull, backup.TypeIncremental, backup.TypeAuto:
+			default:
+				return &usageError{fmt.Errorf("--backup-type %q: use full, incremental or auto", backupType)}
+			}
+			every, err := parseDays(fullEvery)
+			if err != nil {
+				return &usageError{fmt.Errorf("--full-every: %w", err)}
+			}
+			if maxChain < 0 {
+				return &usageError{fmt.Errorf("--max-chain %d: use 0 (always full) or more", maxChain)}
+			}
+			if maxChain == 0 {
+				maxChain = -1 // backup.Options: negative is none, 0 the default
+			}
+			meter := observe.NewMeter()
+			r, err := openRepository(ctx, cfg, meter)
+			if err != nil {
+				return err
+			}
+			ln, err := listen(ctx, set.listen)
 			if err != nil {
 				return err
 			}
 			log := &lineLog{w: a.stderr}
+			bopts := backup.Options{PGData: a.env("PGDATA"), Workers: cfg.Workers, Type: backupType, MaxChain: maxChain, FullEvery: every}
+			sched := agent.NewScheduler(set.plan(r, bopts, cfg.Workers))
+			sched.RetryInitial = retryFirst
+			source := &observe.Source{Repo: r, Scheduler: sched, PGData: a.env("PGDATA"), MaxAge: metricsAge}
+			sched.OnRun = func(agent.RunRecord) { source.Invalidate() }
+			web := observe.NewServer(source, meter, ln)
+			log.Logf("%s", set.describe())
+			if ln != nil {
+				log.Logf("metrics at http://%s/metrics, status page at http://%s/", ln.Addr(), ln.Addr())
+			}
 			ag := agent.New(agent.Config{
 				Repo: r, Slot: slot, Interval: interval, Synchronous: synchronous, Log: log, AcceptGap: acceptGap,
-				Components: []agent.Component{&agent.SlotMonitor{WarnBytes: warn, Every: slotCheck}},
+				Components: []agent.Component{&agent.SlotMonitor{WarnBytes: warn, Every: slotCheck}, sched, web},
 			})
-			err = ag.Run(cmd.Context())
+			stopReload := a.reloadOnHUP(ctx, reloader{src: src, cfg: cfg, set: set, repo: r, bopts: bopts, sched: sched, web: web, log: log})
+			defer stopReload()
+			err = ag.Run(ctx)
 			if errors.Is(err, agent.ErrMissingWAL) {
 				return &exitError{code: exitFailure, err: err}
 			}
@@ -89,6 +173,17 @@ The role needs the REPLICATION attribute (or superuser), and pg_hba.conf a
 	f.StringVar(&warnSize, "slot-warn-size", "1GB", "warn when the slot makes the server keep more WAL than this (0: never)")
 	f.DurationVar(&slotCheck, "slot-check-interval", 30*time.Second, "how often to check the slot's retention")
 	f.MarkHidden("slot-check-interval")
+	for _, st := range config.AgentSettings() {
+		v := new(string)
+		own[st.Name] = v
+		f.StringVar(v, st.Name, st.Default, st.Help+" ["+config.EnvName(st.Name)+"]")
+	}
+	f.StringVar(&backupType, "backup-type", backup.TypeAuto, "scheduled backups: full, incremental or auto (as pgkeep backup --type)")
+	f.IntVar(&maxChain, "max-chain", backup.DefaultMaxChain, "scheduled backups with --backup-type auto: at most this many incremental backups on a full one (0: always full)")
+	f.StringVar(&fullEvery, "full-every", "7d", "scheduled backups with --backup-type auto: a full backup once the newest full one is this old")
+	f.DurationVar(&metricsAge, "metrics-max-age", 10*time.Second, "read the repository and the server for /metrics and / at most this often")
+	f.DurationVar(&retryFirst, "backup-retry", 30*time.Second, "wait this long before retrying a failed scheduled backup (doubling up to 30m)")
+	f.MarkHidden("backup-retry")
 	f.BoolVar(&acceptGap, "accept-gap", false, "when the server no longer has the WAL the repository needs next, stream from its oldest WAL, leaving a gap (after taking a new backup)")
 	return cmd
 }

@@ -138,7 +138,7 @@ func (a *app) openRepo(cmd *cobra.Command) (*repo.Repo, *config.Config, error) {
 
 // openRepoWith opens the repository cfg describes, with its keys.
 func (a *app) openRepoWith(cmd *cobra.Command, cfg *config.Config) (*repo.Repo, error) {
-	return openRepository(cmd.Context(), cfg)
+	return openRepository(cmd.Context(), cfg, nil)
 }
 
 func (a *app) env(name string) string {

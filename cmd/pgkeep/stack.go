@@ -13,10 +13,11 @@ import (
 )
 
 // openStorage composes the storage stack for the repository cfg names: the
-// backend, then retries with backoff and full jitter (the one retry policy:
-// backends never retry on their own). This is the only place the stack is
-// put together.
-func openStorage(ctx context.Context, cfg *config.Config) (storage.Storage, error) {
+// backend, then (for the agent's metrics) a meter that hears of every
+// upload attempt, then retries with backoff and full jitter (the one retry
+// policy: backends never retry on their own). This is the only place the
+// stack is put together. meter may be nil.
+func openStorage(ctx context.Context, cfg *config.Config, meter storage.Meter) (storage.Storage, error) {
 	var backend storage.Storage
 	switch cfg.Repo.Scheme {
 	case "file":
@@ -42,14 +43,17 @@ func openStorage(ctx context.Context, cfg *config.Config) (storage.Storage, erro
 	default:
 		return nil, fmt.Errorf("unsupported repository scheme %q", cfg.Repo.Scheme)
 	}
+	if meter != nil {
+		backend = storage.NewMetered(backend, meter)
+	}
 	policy := storage.DefaultRetryPolicy()
 	policy.MaxElapsed = cfg.RetryTimeout
 	return storage.NewRetrying(backend, policy), nil
 }
 
 // openRepository opens the repository cfg describes on its storage stack,
-// with the operator's encryption keys.
-func openRepository(ctx context.Context, cfg *config.Config) (*repo.Repo, error) {
+// with the operator's encryption keys. meter (nil: none) counts uploads.
+func openRepository(ctx context.Context, cfg *config.Config, meter storage.Meter) (*repo.Repo, error) {
 	opts := repo.Options{Compression: cfg.Compression, WALCompression: cfg.WALCompression}
 	var err error
 	if cfg.AgeRecipients != "" {
@@ -62,7 +66,7 @@ func openRepository(ctx context.Context, cfg *config.Config) (*repo.Repo, error)
 			return nil, &usageError{err}
 		}
 	}
-	st, err := openStorage(ctx, cfg)
+	st, err := openStorage(ctx, cfg, meter)
 	if err != nil {
 		return nil, err
 	}

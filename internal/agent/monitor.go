@@ -133,3 +133,16 @@ func (m *SlotMonitor) check(ctx context.Context, a *Agent) (slotReport, error) {
 	}
 	return r, nil
 }
+
+// SlotRetained returns how much WAL the agent's slot makes the server
+// keep now (for metrics).
+func (a *Agent) SlotRetained(ctx context.Context) (int64, error) {
+	r, err := (&SlotMonitor{}).check(ctx, a)
+	if err != nil {
+		return 0, fmt.Errorf("reading replication slot %s: %w", a.cfg.Slot, err)
+	}
+	if r.warn != "" && r.retained == 0 {
+		return 0, errors.New(r.warn)
+	}
+	return r.retained, nil
+}

@@ -56,6 +56,25 @@ func Settings() []Setting {
 	}
 }
 
+// AgentSettings are the settings only pgkeep agent reads (as its own flags,
+// from the environment or from the config file; it reads them again on
+// SIGHUP). Load accepts them in the file for every command and keeps their
+// raw values in Config.Agent: the agent's command parses them.
+func AgentSettings() []Setting {
+	return []Setting{
+		{"backup-schedule", "", "take a base backup on this schedule: an interval (24h, 7d) or a cron expression (\"0 3 * * *\", @daily); empty: none"},
+		{"keep", "0", "after each scheduled backup, apply retention keeping the newest N complete backups (as pgkeep expire --keep)"},
+		{"keep-within", "", "after each scheduled backup, apply retention keeping every moment of this span restorable (as pgkeep expire --keep-within, e.g. 14d)"},
+		{"verify-schedule", "", "re-verify the backups and the WAL chain on this schedule (as pgkeep verify); empty: never"},
+		{"listen", DefaultListen, "address for the metrics (/metrics) and the status page (/); off: none"},
+	}
+}
+
+// DefaultListen is where the agent serves metrics and its status page:
+// loopback only, on a port outside the range Prometheus' exporters have
+// taken (9100 to 9999).
+const DefaultListen = "127.0.0.1:7841"
+
 // EnvName returns the environment variable for a setting name.
 func EnvName(name string) string {
 	return "PGKEEP_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
@@ -165,6 +184,8 @@ type Config struct {
 	Sources map[string]string
 	// File is the config file that was read, or "".
 	File string
+	// Agent holds the raw values of AgentSettings (defaults included).
+	Agent map[string]string
 }
 
 // Sources of raw values for Load.
@@ -203,7 +224,7 @@ func Load(src Sources) (*Config, error) {
 	}
 
 	known := map[string]Setting{}
-	for _, s := range Settings() {
+	for _, s := range append(Settings(), AgentSettings()...) {
 		known[s.Name] = s
 	}
 	for k := range fileVals {
@@ -213,7 +234,7 @@ func Load(src Sources) (*Config, error) {
 	}
 	raw := map[string]string{}
 	sources := map[string]string{}
-	for _, s := range Settings() {
+	for _, s := range append(Settings(), AgentSettings()...) {
 		raw[s.Name] = s.Default
 		if v, ok := src.Flags[s.Name]; ok {
 			raw[s.Name], sources[s.Name] = v, "flag --"+s.Name
@@ -231,7 +252,10 @@ func Load(src Sources) (*Config, error) {
 		return fmt.Errorf("setting %s (from %s): %w", name, from, err)
 	}
 
-	cfg := &Config{Sources: sources, File: path}
+	cfg := &Config{Sources: sources, File: path, Agent: map[string]string{}}
+	for _, s := range AgentSettings() {
+		cfg.Agent[s.Name] = raw[s.Name]
+	}
 	if cfg.Repo, err = ParseRepoURL(raw["repo"]); err != nil {
 		return nil, fieldErr("repo", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -44,6 +45,10 @@ func (p *agentProc) Log() string {
 func startAgent(t testing.TB, c *pgtest.Cluster, repo repoSpec, extra ...string) *agentProc {
 	t.Helper()
 	args := append(append([]string{"agent"}, repo.Flags()...), extra...)
+	if !slices.ContainsFunc(extra, func(a string) bool { return strings.HasPrefix(a, "--listen") }) {
+		// Not the default port: a test must not depend on it being free.
+		args = append(args, "--listen", "127.0.0.1:0")
+	}
 	cmd := pgtest.Command(context.Background(), pgkeepBin(t), args...)
 	cmd.Env = append(append(cmd.Env, c.Env()...), repo.Env...)
 	p := &agentProc{cmd: cmd, done: make(chan struct{})}

@@ -78,7 +78,8 @@ var shippedUnits = []struct {
 		{"Service", "ExecStart", "--if-not-exists"}, {"Service", "ExecStart", "--if-backup-exists"}}},
 	{"pgkeep-agent.service", [][3]string{
 		{"Service", "User", "postgres"}, {"Service", "Restart", "on-failure"}, {"Unit", "After", "postgresql.service"},
-		{"Service", "ExecStart", "agent"}, {"Service", "ExecStart", "/etc/pgkeep/pgkeep.conf"}, {"Install", "WantedBy", "multi-user.target"}}},
+		{"Service", "ExecStart", "agent"}, {"Service", "ExecStart", "/etc/pgkeep/pgkeep.conf"}, {"Install", "WantedBy", "multi-user.target"},
+		{"Service", "ExecReload", "/bin/kill"}, {"Service", "ExecReload", "-HUP"}, {"Service", "ExecReload", "$MAINPID"}}},
 	{"pgkeep-backup.service", [][3]string{{"Service", "User", "postgres"}, {"Service", "Type", "oneshot"}, {"Service", "ExecStart", "backup"}}},
 	{"pgkeep-backup.timer", [][3]string{{"Timer", "Persistent", "true"}, {"Install", "WantedBy", "timers.target"}}},
 	{"postgresql@.service.d/pgkeep-restore.conf", [][3]string{{"Unit", "After", "pgkeep-restore.service"}}},
@@ -112,7 +113,7 @@ func TestShippedFiles(t *testing.T) {
 		t.Fatalf("pgkeep.conf's examples, uncommented: %v", err)
 	}
 	var names []string
-	for _, s := range config.Settings() {
+	for _, s := range append(config.Settings(), config.AgentSettings()...) {
 		names = append(names, s.Name)
 		if _, ok := vals[s.Name]; !ok {
 			t.Errorf("pgkeep.conf has no example of setting %s", s.Name)

@@ -312,3 +312,18 @@ func (r *Repo) DeleteBackup(ctx context.Context, id string) error {
 	}
 	return nil
 }
+
+// KindOf names what a store key holds, for counting uploads: "wal"
+// (archived files and streamed pieces), "backup", "summary" or "other"
+// (the identity record, keys).
+func KindOf(key string) string {
+	switch {
+	case strings.HasPrefix(key, walPrefix):
+		return "wal"
+	case strings.HasPrefix(key, backupsPrefix):
+		return "backup"
+	case strings.HasPrefix(key, summariesPrefix):
+		return "summary"
+	}
+	return "other"
+}

@@ -72,7 +72,7 @@ type Input struct {
 	// Summaries are the segments that have a WAL summary (Name, Timeline
 	// and SegNo set); they go with their segments.
 	Summaries []WALFile
-	Pieces     []Piece
+	Pieces    []Piece
 }
 
 // Plan is what expire will do, and why it keeps what it keeps.

@@ -183,6 +183,11 @@ func Compute(cat *catalog.Catalog, location string, now time.Time) *Status {
 	return s
 }
 
+// End returns the end of the WAL the repository holds on its newest
+// timeline (whole segments and streamed pieces), and that timeline; 0, 0
+// when it holds none.
+func (s *Status) End() (wal.LSN, uint32) { return s.endLSN, s.endTLI }
+
 // AddServer adds what the database server says (arch, or the error met
 // reaching it): a failing archiver is a problem, an archive_timeout that
 // leaves the RPO unbounded (or above maxRPO) a warning. A server of
