@@ -887,12 +887,12 @@ func medians(runs []runResult) (pk, peer map[string]measure) {
 	med := func(get func(runResult) map[string]measure) map[string]measure {
 		out := map[string]measure{}
 		for fig := range get(runs[0]) {
-			var secs, rss, stored, segs []float64
+			var secs, rss, stored, segs, cpu []float64
 			for _, r := range runs {
 				m := get(r)[fig]
-				secs, rss, stored, segs = append(secs, m.Seconds), append(rss, m.RSSMiB), append(stored, float64(m.Stored)), append(segs, float64(m.Segments))
+				secs, rss, stored, segs, cpu = append(secs, m.Seconds), append(rss, m.RSSMiB), append(stored, float64(m.Stored)), append(segs, float64(m.Segments)), append(cpu, m.CPUSeconds)
 			}
-			out[fig] = measure{Seconds: median(secs), RSSMiB: median(rss), Stored: int64(median(stored)), Segments: int(median(segs))}
+			out[fig] = measure{Seconds: median(secs), RSSMiB: median(rss), Stored: int64(median(stored)), Segments: int(median(segs)), CPUSeconds: median(cpu)}
 		}
 		return out
 	}
@@ -1165,15 +1165,24 @@ func rows(c comparison) []row {
 	// The drain of full segments, its time against the target and its
 	// rates (ratio: pgkeep's speed over pgBackRest's); the switched one,
 	// per-call overhead, for information.
-	pk, peer := c.Pgkeep["wal_drain"], c.Peer["wal_drain"]
-	add("wal_drain time", pk.Seconds, peer.Seconds, "s")
-	add("wal_drain rate", pk.segmentsPerSec(), peer.segmentsPerSec(), "segments/s")
-	add("wal_drain rate", pk.mibPerSec(), peer.mibPerSec(), "MiB/s")
-	sw, swPeer := c.Pgkeep["wal_drain_switched"], c.Peer["wal_drain_switched"]
-	add("switched-segment drain (per call)", sw.segmentsPerSec(), swPeer.segmentsPerSec(), "segments/s")
-	add("backup peak RSS", c.Pgkeep["backup"].RSSMiB, c.Peer["backup"].RSSMiB, "MiB")
-	add("restore peak RSS", c.Pgkeep["restore"].RSSMiB, c.Peer["restore"].RSSMiB, "MiB")
-	add("backup stored", float64(c.Pgkeep["backup"].Stored)/(1<<20), float64(c.Peer["backup"].Stored)/(1<<20), "MiB")
+	if pk, ok := c.Pgkeep["wal_drain"]; ok {
+		peer := c.Peer["wal_drain"]
+		add("wal_drain time", pk.Seconds, peer.Seconds, "s")
+		add("wal_drain rate", pk.segmentsPerSec(), peer.segmentsPerSec(), "segments/s")
+		add("wal_drain rate", pk.mibPerSec(), peer.mibPerSec(), "MiB/s")
+		if pk.CPUSeconds > 0 && pk.Segments > 0 && peer.Segments > 0 {
+			add("wal_drain CPU per segment", 1000*pk.CPUSeconds/float64(pk.Segments), 1000*peer.CPUSeconds/float64(peer.Segments), "ms")
+		}
+	}
+	if sw, ok := c.Pgkeep["wal_drain_switched"]; ok {
+		swPeer := c.Peer["wal_drain_switched"]
+		add("switched-segment drain (per call)", sw.segmentsPerSec(), swPeer.segmentsPerSec(), "segments/s")
+	}
+	if _, ok := c.Pgkeep["backup"]; ok {
+		add("backup peak RSS", c.Pgkeep["backup"].RSSMiB, c.Peer["backup"].RSSMiB, "MiB")
+		add("restore peak RSS", c.Pgkeep["restore"].RSSMiB, c.Peer["restore"].RSSMiB, "MiB")
+		add("backup stored", float64(c.Pgkeep["backup"].Stored)/(1<<20), float64(c.Peer["backup"].Stored)/(1<<20), "MiB")
+	}
 	if l := c.Pgkeep["replay_local_cp"].Seconds; l > 0 {
 		// pgkeep's replay against PostgreSQL's own, WAL already local.
 		r := c.Pgkeep["replay"].Seconds / l
