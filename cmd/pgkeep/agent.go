@@ -118,20 +118,9 @@ file or the environment (PGKEEP_BACKUP_SCHEDULE, PGKEEP_KEEP, ...).`,
 			if err != nil {
 				return &usageError{err}
 			}
-			switch backupType {
-			case backup.TypeFull, backup.TypeIncremental, backup.TypeAuto:
-			default:
-				return &usageError{fmt.Errorf("--backup-type %q: use full, incremental or auto", backupType)}
-			}
-			every, err := parseDays(fullEvery)
+			chain, err := parseChainFlags("--backup-type", backupType, maxChain, fullEvery)
 			if err != nil {
-				return &usageError{fmt.Errorf("--full-every: %w", err)}
-			}
-			if maxChain < 0 {
-				return &usageError{fmt.Errorf("--max-chain %d: use 0 (always full) or more", maxChain)}
-			}
-			if maxChain == 0 {
-				maxChain = -1 // backup.Options: negative is none, 0 the default
+				return err
 			}
 			meter := observe.NewMeter()
 			r, err := openRepository(ctx, cfg, meter)
@@ -143,7 +132,7 @@ file or the environment (PGKEEP_BACKUP_SCHEDULE, PGKEEP_KEEP, ...).`,
 				return err
 			}
 			log := &lineLog{w: a.stderr}
-			bopts := backup.Options{PGData: a.env("PGDATA"), Workers: cfg.Workers, Type: backupType, MaxChain: maxChain, FullEvery: every}
+			bopts := backup.Options{PGData: a.env("PGDATA"), Workers: cfg.Workers, Type: chain.Type, MaxChain: chain.MaxChain, FullEvery: chain.FullEvery}
 			sched := agent.NewScheduler(set.plan(r, bopts, cfg.Workers))
 			sched.RetryInitial = retryFirst
 			source := &observe.Source{Repo: r, Scheduler: sched, PGData: a.env("PGDATA"), MaxAge: metricsAge}

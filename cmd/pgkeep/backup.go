@@ -61,20 +61,9 @@ user that can read the data directory (usually postgres).`,
 			if pgdata == "" {
 				pgdata = a.env("PGDATA")
 			}
-			switch typ {
-			case backup.TypeFull, backup.TypeIncremental, backup.TypeAuto:
-			default:
-				return &usageError{fmt.Errorf("--type %q: use full, incremental or auto", typ)}
-			}
-			every, err := parseDays(fullEvery)
+			chain, err := parseChainFlags("--type", typ, maxChain, fullEvery)
 			if err != nil {
-				return &usageError{fmt.Errorf("--full-every: %w", err)}
-			}
-			if maxChain < 0 {
-				return &usageError{fmt.Errorf("--max-chain %d: use 0 (always full) or more", maxChain)}
-			}
-			if maxChain == 0 {
-				maxChain = -1 // Options: negative is none, 0 the default
+				return err
 			}
 			res, err := backup.Run(cmd.Context(), r, backup.Options{
 				PGData:     pgdata,
@@ -82,9 +71,9 @@ user that can read the data directory (usually postgres).`,
 				Label:      label,
 				WALTimeout: walTimeout,
 				Progress:   a.progress(quiet || asJSON),
-				Type:       typ,
-				MaxChain:   maxChain,
-				FullEvery:  every,
+				Type:       chain.Type,
+				MaxChain:   chain.MaxChain,
+				FullEvery:  chain.FullEvery,
 			})
 			if err != nil {
 				return err
@@ -167,4 +156,34 @@ func firstFew(items []string, n int) string {
 		return strings.Join(items, "; ")
 	}
 	return fmt.Sprintf("%s; and %d more", strings.Join(items[:n], "; "), len(items)-n)
+}
+
+// chainFlags are the backup-type settings of pgkeep backup (--type) and of
+// the agent's scheduled backups (--backup-type), as backup.Options takes
+// them.
+type chainFlags struct {
+	Type      string
+	MaxChain  int // backup.Options: negative is none, 0 the default
+	FullEvery time.Duration
+}
+
+// parseChainFlags checks the backup type (named typeFlag in messages),
+// --max-chain and --full-every.
+func parseChainFlags(typeFlag, typ string, maxChain int, fullEvery string) (chainFlags, error) {
+	switch typ {
+	case backup.TypeFull, backup.TypeIncremental, backup.TypeAuto:
+	default:
+		return chainFlags{}, &usageError{fmt.Errorf("%s %q: use full, incremental or auto", typeFlag, typ)}
+	}
+	every, err := parseDays(fullEvery)
+	if err != nil {
+		return chainFlags{}, &usageError{fmt.Errorf("--full-every: %w", err)}
+	}
+	if maxChain < 0 {
+		return chainFlags{}, &usageError{fmt.Errorf("--max-chain %d: use 0 (always full) or more", maxChain)}
+	}
+	if maxChain == 0 {
+		maxChain = -1
+	}
+	return chainFlags{Type: typ, MaxChain: maxChain, FullEvery: every}, nil
 }

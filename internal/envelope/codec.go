@@ -130,6 +130,20 @@ type s2Compressor struct{ *s2.Writer }
 
 func (s s2Compressor) Reset(w io.Writer) { s.Writer.Reset(w) }
 
+// Write encodes a large p in place (EncodeBuffer: no copy into the
+// writer's own buffer, which for a WAL segment was 16 MiB of memmove);
+// small writes are gathered into blocks as usual. With concurrency 1 the
+// encoding is done when EncodeBuffer returns, so p is free again.
+func (s s2Compressor) Write(p []byte) (int, error) {
+	if len(p) < 64<<10 {
+		return s.Writer.Write(p)
+	}
+	if err := s.Writer.EncodeBuffer(p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
 func newCompressor(c Compression) (compressor, error) {
 	switch c.Codec {
 	case None:

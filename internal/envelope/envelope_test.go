@@ -231,3 +231,34 @@ func sumOf(p []byte) Sum {
 	h.Write(p)
 	return h.Sum()
 }
+
+// Writes of mixed sizes (small ones gathered, large ones encoded in place
+// by s2) come back in order, for every codec.
+func TestMixedWrites(t *testing.T) {
+	content := testContent(7<<20 + 12345)
+	sizes := []int{10, 1 << 20, 100, 64 << 10, 64<<10 - 1, 3 << 20, 1}
+	for _, c := range allCompressions {
+		var buf bytes.Buffer
+		w, err := NewWriter(&buf, c, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rest := content
+		for i := 0; len(rest) > 0; i++ {
+			n := min(sizes[i%len(sizes)], len(rest))
+			chunk := append([]byte(nil), rest[:n]...)
+			if _, err := w.Write(chunk); err != nil {
+				t.Fatalf("%s: write: %v", c, err)
+			}
+			clear(chunk) // the caller may reuse its buffer at once
+			rest = rest[n:]
+		}
+		if _, err := w.Close(); err != nil {
+			t.Fatalf("%s: close: %v", c, err)
+		}
+		got, _, err := Decode(bytes.NewReader(buf.Bytes()), nil)
+		if err != nil || !bytes.Equal(got, content) {
+			t.Fatalf("%s: mixed writes do not round-trip: %v", c, err)
+		}
+	}
+}
