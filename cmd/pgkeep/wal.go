@@ -230,6 +230,7 @@ func (a *app) newWalPrefetchCmd() *cobra.Command {
 	var pgdata, after string
 	var count int
 	var clean bool
+	var follow time.Duration
 	cmd := &cobra.Command{
 		Use:    "wal-prefetch",
 		Short:  "Download upcoming WAL segments into the recovery spool (started by wal-fetch)",
@@ -246,12 +247,13 @@ func (a *app) newWalPrefetchCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return walarchive.Prefetch(cmd.Context(), r, pgdata, after, count, cfg.Workers)
+			return walarchive.Prefetch(cmd.Context(), r, pgdata, after, walarchive.PrefetchOptions{Count: count, Workers: cfg.Workers, Follow: follow})
 		},
 	}
 	cmd.Flags().StringVar(&pgdata, "pgdata", "", "data directory (default: the current directory)")
 	cmd.Flags().StringVar(&after, "after", "", "the segment just served")
-	cmd.Flags().IntVar(&count, "count", 8, "segments to prefetch")
+	cmd.Flags().IntVar(&count, "count", 8, "segments to keep ahead of the one served last")
+	cmd.Flags().DurationVar(&follow, "follow", 5*time.Second, "keep prefetching as recovery asks for more, until it has asked for nothing for this long (0: one batch)")
 	cmd.Flags().BoolVar(&clean, "clean", false, "remove the spool (recovery_end_command)")
 	return cmd
 }

@@ -6,6 +6,7 @@ import (
 	"html/template"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pgkeep/pgkeep/internal/units"
@@ -14,7 +15,11 @@ import (
 //go:embed page.html
 var pageHTML string
 
-var pageTmpl = template.Must(template.New("page").Parse(pageHTML))
+// pageTmpl is parsed on first use, not at start: every pgkeep process
+// (wal-push and wal-fetch run once per WAL segment) would pay for it.
+var pageTmpl = sync.OnceValue(func() *template.Template {
+	return template.Must(template.New("page").Parse(pageHTML))
+})
 
 // page is what the status page shows, as text ready to print.
 type page struct {
@@ -175,5 +180,5 @@ func writePage(w io.Writer, snap *Snapshot) error {
 		}
 		p.Kinds = append(p.Kinds, pk)
 	}
-	return pageTmpl.Execute(w, p)
+	return pageTmpl().Execute(w, p)
 }

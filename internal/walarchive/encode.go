@@ -128,19 +128,9 @@ func (e *encodedFile) release() {
 // errChanged means the file changed while it was read.
 var errChanged = errors.New("the file changed while it was read")
 
-// encodeFile reads the file at path once, in cache-sized chunks, hashing
-// and compressing each chunk into an envelope. It fails with errChanged if
-// the file's identity changed during the read.
-func encodeFile(path string, comp envelope.Compression, ci envelope.Cipher) (*encodedFile, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading WAL file: %w", err)
-	}
-	defer f.Close()
-	return encodeOpen(f, comp, ci, nil)
-}
-
-// encodeOpen is encodeFile on a file already open, read from its start.
+// encodeOpen reads the open file f once from its start, in cache-sized
+// chunks, hashing and compressing each chunk into an envelope. It fails
+// with errChanged if the file's identity changed during the read.
 // tee, if not nil, sees every byte read too (the WAL summarizer), on the
 // same pass.
 func encodeOpen(f *os.File, comp envelope.Compression, ci envelope.Cipher, tee io.Writer) (*encodedFile, error) {

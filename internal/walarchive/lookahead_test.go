@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -222,4 +223,16 @@ func TestChunkedBuffer(t *testing.T) {
 		t.Fatalf("across a chunk boundary: %d %v", n, err)
 	}
 	b.release()
+}
+
+// encodeFile reads the file at path once, in cache-sized chunks, hashing
+// and compressing each chunk into an envelope. It fails with errChanged if
+// the file's identity changed during the read.
+func encodeFile(path string, comp envelope.Compression, ci envelope.Cipher) (*encodedFile, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading WAL file: %w", err)
+	}
+	defer f.Close()
+	return encodeOpen(f, comp, ci, nil)
 }

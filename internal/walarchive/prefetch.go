@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/pgkeep/pgkeep/internal/repo"
 	"github.com/pgkeep/pgkeep/internal/wal"
@@ -17,12 +18,13 @@ import (
 // Prefetch keeps recovery fed. PostgreSQL asks restore_command for one
 // segment at a time and replays it before asking for the next, so fetching
 // on demand leaves replay waiting on the network for every segment. After
-// wal-fetch serves segment S it starts a detached prefetcher (pgkeep
-// wal-prefetch) that downloads the next segments in parallel into
-// PGDATA/pgkeep_prefetch, verifying each before renaming it into the
-// spool; the next wal-fetch calls move a spooled segment into place
-// without touching the network. A lock file keeps one prefetcher at a
-// time. The spool is removed at the end of recovery (recovery_end_command
+// wal-fetch serves segment S it records S in the spool and, unless one is
+// running, starts a detached prefetcher (pgkeep wal-prefetch) that
+// downloads the next segments in parallel into PGDATA/pgkeep_prefetch,
+// verifying each before renaming it into the spool, and stays ahead of
+// what wal-fetch serves for as long as recovery asks; the next wal-fetch
+// calls move a spooled segment into place without touching the network.
+// A lock file keeps one prefetcher at a time. The spool is removed at the end of recovery (recovery_end_command
 // runs pgkeep wal-prefetch --clean) and by the first wal-push after
 // promotion.
 
@@ -89,10 +91,53 @@ func pruneSpool(spool, served string) {
 	}
 }
 
-// Prefetch downloads up to count segments after name into the spool of
-// pgdata, with workers in parallel, stopping at the end of the archive. It
-// returns at once if another prefetcher holds the spool's lock.
-func Prefetch(ctx context.Context, r *repo.Repo, pgdata, name string, count, workers int) error {
+// PrefetchOptions tune Prefetch.
+type PrefetchOptions struct {
+	// Count is how many segments to keep ahead of the one last served.
+	Count int
+	// Workers download in parallel.
+	Workers int
+	// Follow keeps the prefetcher running while recovery goes on: it
+	// watches what wal-fetch serves (the spool's served record) and keeps
+	// Count segments ahead, until recovery ends or nothing is served for
+	// this long. 0: fetch one window and return.
+	Follow time.Duration
+}
+
+// servedRecord is the spool's record of the segment wal-fetch served last.
+const servedRecord = ".served"
+
+// noteServed records in the spool that name was served (best effort: a
+// lost record only makes the prefetcher wait for the next one).
+func noteServed(spool, name string) {
+	tmp := filepath.Join(spool, servedRecord+".tmp")
+	if os.WriteFile(tmp, []byte(name), 0o600) == nil {
+		os.Rename(tmp, filepath.Join(spool, servedRecord))
+	}
+}
+
+// lastServed reads the spool's served record ("" if none or unreadable).
+func lastServed(spool string) string {
+	b, err := os.ReadFile(filepath.Join(spool, servedRecord))
+	if err != nil {
+		return ""
+	}
+	if k, err := wal.Classify(string(b)); err != nil || k != wal.KindSegment {
+		return ""
+	}
+	return string(b)
+}
+
+// PrefetcherRunning reports whether a prefetcher holds pgdata's spool.
+func PrefetcherRunning(pgdata string) bool { return lockHeld(PrefetchLock(pgdata)) }
+
+// Prefetch downloads the segments after name into the spool of pgdata,
+// opts.Count at a time with opts.Workers in parallel, stopping at the end
+// of the archive; with opts.Follow it goes on as recovery asks for more
+// (see PrefetchOptions). One process start per segment was what fetching
+// added to replay: a prefetcher that follows is started once. It returns
+// at once if another prefetcher holds the spool's lock.
+func Prefetch(ctx context.Context, r *repo.Repo, pgdata, name string, opts PrefetchOptions) error {
 	spool := filepath.Join(pgdata, PrefetchDir)
 	if err := os.MkdirAll(spool, 0o700); err != nil {
 		return err
@@ -106,13 +151,50 @@ func Prefetch(ctx context.Context, r *repo.Repo, pgdata, name string, count, wor
 	if err != nil {
 		return err
 	}
+	served, lastProgress := name, time.Now()
+	for {
+		if err := prefetchWindow(ctx, r, spool, pgdata, served, opts, id.WalSegSize); err != nil {
+			return err
+		}
+		if opts.Follow <= 0 {
+			break
+		}
+		// Wait for recovery to ask for a later segment.
+		for {
+			if !inRecovery(pgdata) || ctx.Err() != nil {
+				break
+			}
+			if s := lastServed(spool); s > served {
+				served, lastProgress = s, time.Now()
+				break
+			}
+			if time.Since(lastProgress) > opts.Follow {
+				return nil // recovery is not asking: the next wal-fetch starts another
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if !inRecovery(pgdata) || ctx.Err() != nil {
+			break
+		}
+	}
+	if !inRecovery(pgdata) {
+		// Recovery ended while we worked: leave nothing behind.
+		return CleanSpool(pgdata)
+	}
+	return ctx.Err()
+}
+
+// prefetchWindow downloads the opts.Count segments after served that the
+// spool does not have, stopping at the end of the archive.
+func prefetchWindow(ctx context.Context, r *repo.Repo, spool, pgdata, served string, opts PrefetchOptions, segSize uint64) error {
 	var mu sync.Mutex
 	end := "" // the first segment the archive does not have
 	var g errgroup.Group
-	g.SetLimit(max(workers, 1))
-	next := name
-	for range count {
-		if next, err = wal.NextSegmentName(next, id.WalSegSize); err != nil {
+	g.SetLimit(max(opts.Workers, 1))
+	next := served
+	var err error
+	for range opts.Count {
+		if next, err = wal.NextSegmentName(next, segSize); err != nil {
 			return err
 		}
 		n := next
@@ -127,7 +209,7 @@ func Prefetch(ctx context.Context, r *repo.Repo, pgdata, name string, count, wor
 				return nil
 			}
 			// A failure only costs the next wal-fetch a download.
-			if err := fetchInto(ctx, r, n, filepath.Join(spool, n), id.WalSegSize); errors.Is(err, ErrNotArchived) {
+			if err := fetchInto(ctx, r, n, filepath.Join(spool, n), segSize); errors.Is(err, ErrNotArchived) {
 				mu.Lock()
 				if end == "" || n < end {
 					end = n
@@ -138,10 +220,6 @@ func Prefetch(ctx context.Context, r *repo.Repo, pgdata, name string, count, wor
 		})
 	}
 	g.Wait()
-	if !inRecovery(pgdata) {
-		// Recovery ended while we worked: leave nothing behind.
-		return CleanSpool(pgdata)
-	}
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/pgkeep/pgkeep/internal/envelope"
 	"github.com/pgkeep/pgkeep/internal/repo"
@@ -55,7 +56,7 @@ func TestPrefetchFeedsFetch(t *testing.T) {
 		t.Fatalf("prefetch not started after a served segment: %q", started)
 	}
 	// The prefetcher fills the spool, stopping at the end of the archive.
-	if err := Prefetch(ctx, r, pgdata, wal.SegmentName(1, 1, seg1M), 8, 2); err != nil {
+	if err := Prefetch(ctx, r, pgdata, wal.SegmentName(1, 1, seg1M), PrefetchOptions{Count: 8, Workers: 2}); err != nil {
 		t.Fatal(err)
 	}
 	spooled, _ := filepath.Glob(filepath.Join(pgdata, PrefetchDir, "0*"))
@@ -84,10 +85,74 @@ func TestPrefetchFeedsFetch(t *testing.T) {
 	}
 	// Once recovery has ended, a prefetcher leaves nothing behind.
 	os.Remove(filepath.Join(pgdata, "recovery.signal"))
-	if err := Prefetch(ctx, r, pgdata, wal.SegmentName(1, 3, seg1M), 8, 2); err != nil {
+	if err := Prefetch(ctx, r, pgdata, wal.SegmentName(1, 3, seg1M), PrefetchOptions{Count: 8, Workers: 2}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(pgdata, PrefetchDir)); err == nil {
 		t.Fatal("spool not removed")
+	}
+}
+
+// A following prefetcher is started once and stays ahead of what
+// wal-fetch serves: with 4 segments ahead, serving 1 to 8 leaves 9 to 12
+// spooled, and no second prefetcher is started while it runs. When
+// recovery ends it removes the spool and exits.
+func TestPrefetchFollowsRecovery(t *testing.T) {
+	ctx := context.Background()
+	r := testRepo(t)
+	for no := uint64(1); no <= 12; no++ {
+		if _, err := r.PutObject(ctx, repo.WAL(wal.SegmentName(1, no, seg1M)), bytes.Repeat([]byte{byte(no)}, seg1M)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pgdata := t.TempDir()
+	os.Mkdir(filepath.Join(pgdata, "pg_wal"), 0o700)
+	os.WriteFile(filepath.Join(pgdata, "recovery.signal"), nil, 0o600)
+	dest := filepath.Join(pgdata, "pg_wal", "RECOVERYXLOG")
+
+	starts := 0
+	done := make(chan error, 1)
+	opts := FetchOptions{StartPrefetch: func(dir, served string) {
+		starts++
+		go func() { done <- Prefetch(ctx, r, dir, served, PrefetchOptions{Count: 4, Workers: 2, Follow: 5 * time.Second}) }()
+		for deadline := time.Now().Add(5 * time.Second); !PrefetcherRunning(dir) && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+	}}
+	spooled := func(no uint64) bool {
+		_, err := os.Stat(filepath.Join(pgdata, PrefetchDir, wal.SegmentName(1, no, seg1M)))
+		return err == nil
+	}
+	for no := uint64(1); no <= 8; no++ {
+		if err := Fetch(ctx, opened(r), wal.SegmentName(1, no, seg1M), dest, opts); err != nil {
+			t.Fatalf("segment %d: %v", no, err)
+		}
+		if got, _ := os.ReadFile(dest); !bytes.Equal(got, bytes.Repeat([]byte{byte(no)}, seg1M)) {
+			t.Fatalf("segment %d: wrong content", no)
+		}
+		// Recovery replays before it asks again: the prefetcher catches up.
+		for deadline := time.Now().Add(5 * time.Second); !spooled(min(no+4, 12)) && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if starts != 1 {
+		t.Fatalf("prefetcher started %d times, want once", starts)
+	}
+	for no := uint64(9); no <= 12; no++ {
+		if !spooled(no) {
+			t.Fatalf("segment %d is not spooled ahead of recovery", no)
+		}
+	}
+	os.Remove(filepath.Join(pgdata, "recovery.signal"))
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the prefetcher did not stop when recovery ended")
+	}
+	if _, err := os.Stat(filepath.Join(pgdata, PrefetchDir)); err == nil {
+		t.Fatal("spool not removed at the end of recovery")
 	}
 }

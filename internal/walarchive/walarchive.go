@@ -267,12 +267,21 @@ func Fetch(ctx context.Context, open func() (*repo.Repo, error), name, dest stri
 		return err
 	}
 	if spool != "" {
-		pruneSpool(spool, name)
-		if opts.StartPrefetch != nil {
-			opts.StartPrefetch(filepath.Dir(spool), name)
-		}
+		served(spool, name, opts)
 	}
 	return nil
+}
+
+// served is what follows serving segment name from the spool or the
+// repository: the spool forgets what recovery went past and records name
+// for the prefetcher, which is started unless one is running.
+func served(spool, name string, opts FetchOptions) {
+	pruneSpool(spool, name)
+	os.MkdirAll(spool, 0o700)
+	noteServed(spool, name)
+	if opts.StartPrefetch != nil && !PrefetcherRunning(filepath.Dir(spool)) {
+		opts.StartPrefetch(filepath.Dir(spool), name)
+	}
 }
 
 // fetchSpooled serves a segment the prefetcher has already downloaded and
@@ -287,10 +296,7 @@ func fetchSpooled(kind wal.Kind, name, dest string, opts FetchOptions) bool {
 	if !takeSpooled(spool, name, dest) {
 		return false
 	}
-	pruneSpool(spool, name)
-	if opts.StartPrefetch != nil {
-		opts.StartPrefetch(filepath.Dir(spool), name)
-	}
+	served(spool, name, opts)
 	return true
 }
 
