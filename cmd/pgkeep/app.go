@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/pgkeep/pgkeep/internal/catalog"
 	"github.com/pgkeep/pgkeep/internal/config"
 	"github.com/pgkeep/pgkeep/internal/progress"
 	"github.com/pgkeep/pgkeep/internal/repo"
@@ -134,6 +135,20 @@ func (a *app) openRepo(cmd *cobra.Command) (*repo.Repo, *config.Config, error) {
 	}
 	r, err := a.openRepoWith(cmd, cfg)
 	return r, cfg, err
+}
+
+// openCatalog opens the configured repository and reads what it holds
+// (catalog.Load): what list, status and expire start from.
+func (a *app) openCatalog(cmd *cobra.Command) (*repo.Repo, *catalog.Catalog, error) {
+	r, _, err := a.openRepo(cmd)
+	if err != nil {
+		return nil, nil, err
+	}
+	cat, err := catalog.Load(cmd.Context(), r)
+	if err != nil {
+		return nil, nil, err
+	}
+	return r, cat, nil
 }
 
 // openRepoWith opens the repository cfg describes, with its keys.

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pgkeep/pgkeep/internal/catalog"
 	"github.com/pgkeep/pgkeep/internal/retention"
 	"github.com/spf13/cobra"
 )
@@ -44,11 +43,7 @@ interrupted run is finished by the next one. --dry-run prints the plan.`,
 			if policy.KeepCount <= 0 && policy.KeepWithin <= 0 {
 				return &usageError{errors.New("expire needs a policy: --keep N and/or --keep-within DURATION (e.g. 14d)")}
 			}
-			r, _, err := a.openRepo(cmd)
-			if err != nil {
-				return err
-			}
-			cat, err := catalog.Load(cmd.Context(), r)
+			r, cat, err := a.openCatalog(cmd)
 			if err != nil {
 				return err
 			}

@@ -26,11 +26,7 @@ and how far the agent has streamed it; then
 incomplete backups (in progress, or interrupted: garbage that expire removes).`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, _, err := a.openRepo(cmd)
-			if err != nil {
-				return err
-			}
-			cat, err := catalog.Load(cmd.Context(), r)
+			r, cat, err := a.openCatalog(cmd)
 			if err != nil {
 				return err
 			}

@@ -5,7 +5,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pgkeep/pgkeep/internal/catalog"
 	"github.com/pgkeep/pgkeep/internal/pgstat"
 	"github.com/pgkeep/pgkeep/internal/status"
 	"github.com/spf13/cobra"
@@ -43,11 +42,7 @@ is restorable, or when the archiver is failing.`,
 		Example: `  pgkeep status --max-rpo 5m --max-backup-age 26h`,
 		Args:    exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, _, err := a.openRepo(cmd)
-			if err != nil {
-				return err
-			}
-			cat, err := catalog.Load(cmd.Context(), r)
+			r, cat, err := a.openCatalog(cmd)
 			if err != nil {
 				return err
 			}
