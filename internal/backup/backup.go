@@ -405,7 +405,11 @@ func archiveReady(ctx context.Context, r *repo.Repo, pgdata string, segs []strin
 			continue
 		}
 		g.Go(func() error {
-			if _, err := walarchive.Push(ctx, r, filepath.Join(pgdata, "pg_wal", name), walarchive.PushOptions{PGData: pgdata}); err != nil {
+			// No summary here: PostgreSQL's archiver still pushes the
+			// segment, finds it stored and stores its summary then (Push
+			// does on an identical re-push), and the backup does not wait
+			// for a second write and fsync.
+			if _, err := walarchive.Push(ctx, r, filepath.Join(pgdata, "pg_wal", name), walarchive.PushOptions{PGData: pgdata, NoSummary: true}); err != nil {
 				rep.Logf("WARNING: archiving %s from the backup failed (waiting for PostgreSQL's archiver instead): %v", name, err)
 			}
 			return nil
