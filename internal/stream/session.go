@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -50,6 +51,39 @@ type Session struct {
 
 	sendMu sync.Mutex
 	ended  bool // the server ended the stream: report nothing more
+
+	// serverEnd is the server's end of WAL as its last keepalive said,
+	// and endAt when that keepalive came (UnixNano): at shutdown the
+	// receiver goes on until it holds what the server had (finishReceiving).
+	serverEnd, endAt atomic.Int64
+}
+
+// finishTimeout bounds how long a shutdown waits for WAL the server had
+// written when the shutdown began.
+const finishTimeout = 3 * time.Second
+
+// finishReceiving is the shutdown of the receiver: it asks the server for
+// its end of WAL (a status update that requests a reply) and lets the
+// receiver run until it has received up to there, or finishTimeout, then
+// stops it. What was committed before SIGTERM is then stored, not left to
+// the next agent.
+func (s *Session) finishReceiving(stopRecv func()) {
+	defer stopRecv()
+	asked := time.Now().UnixNano()
+	if s.report(true) != nil {
+		return
+	}
+	for deadline := time.Now().Add(finishTimeout); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		s.sendMu.Lock()
+		ended := s.ended
+		s.sendMu.Unlock()
+		if ended {
+			return
+		}
+		if s.endAt.Load() >= asked && int64(s.w.Received()) >= s.serverEnd.Load() {
+			return
+		}
+	}
 }
 
 // NewSession returns a session that streams into w over conn, a
@@ -85,7 +119,7 @@ func (s *Session) Run(ctx context.Context) (*End, error) {
 	g, gctx := errgroup.WithContext(storeCtx)
 	recvCtx, stopRecv := context.WithCancel(gctx)
 	defer stopRecv()
-	stop := context.AfterFunc(ctx, stopRecv)
+	stop := context.AfterFunc(ctx, func() { s.finishReceiving(stopRecv) })
 	defer stop()
 	var end *End
 	g.Go(func() error {
@@ -138,6 +172,8 @@ func (s *Session) receive(ctx context.Context) (*End, error) {
 				if err != nil {
 					return nil, fmt.Errorf("reading the replication stream: %w", err)
 				}
+				s.serverEnd.Store(int64(k.ServerWALEnd))
+				s.endAt.Store(time.Now().UnixNano())
 				if k.ReplyRequested {
 					if err := s.report(false); err != nil {
 						return nil, err
