@@ -114,7 +114,9 @@ func TestPrefetchFollowsRecovery(t *testing.T) {
 	done := make(chan error, 1)
 	opts := FetchOptions{StartPrefetch: func(dir, served string) {
 		starts++
-		go func() { done <- Prefetch(ctx, r, dir, served, PrefetchOptions{Count: 4, Workers: 2, Follow: 5 * time.Second}) }()
+		go func() {
+			done <- Prefetch(ctx, r, dir, served, PrefetchOptions{Count: 4, Workers: 2, Follow: 5 * time.Second})
+		}()
 		for deadline := time.Now().Add(5 * time.Second); !PrefetcherRunning(dir) && time.Now().Before(deadline); {
 			time.Sleep(time.Millisecond)
 		}
