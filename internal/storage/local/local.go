@@ -41,8 +41,7 @@ const copyBufSize = 1 << 20
 
 // copyBufs are Put's buffers of copyBufSize, reused for the life of the
 // process (a WAL pusher or a backup puts object after object).
-// They have room to be aligned for O_DIRECT (alignedBuf).
-var copyBufs = freelist.List[*[]byte]{New: func() *[]byte { b := make([]byte, copyBufSize+directAlign); return &b }}
+var copyBufs = freelist.List[*[]byte]{New: func() *[]byte { b := make([]byte, copyBufSize); return &b }}
 
 // Store keeps objects as files under a root directory.
 type Store struct {
@@ -140,14 +139,15 @@ func (s *Store) Put(ctx context.Context, key string, body io.Reader, size int64)
 	// After a successful link this removes the temporary name only.
 	defer os.Remove(tmpName)
 
-	var n int64
-	if size >= directMin {
+	var buf []byte
+	if size+1 >= copyBufSize {
 		bp := copyBufs.Get()
 		defer copyBufs.Put(bp)
-		n, err = copyDirect(tmp, &ctxReader{ctx: ctx, r: body}, alignedBuf(*bp, copyBufSize), size+1)
+		buf = *bp
 	} else {
-		n, err = io.CopyBuffer(writerOnly{tmp}, &ctxReader{ctx: ctx, r: io.LimitReader(body, size+1)}, make([]byte, size+1))
+		buf = make([]byte, size+1)
 	}
+	n, err := io.CopyBuffer(writerOnly{tmp}, &ctxReader{ctx: ctx, r: io.LimitReader(body, size+1)}, buf)
 	if err == nil && n != size {
 		err = storage.Permanent(fmt.Errorf("the body holds %s bytes, not %d as declared", countString(n, size), size))
 	}
