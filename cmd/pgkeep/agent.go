@@ -123,7 +123,7 @@ file or the environment (PGKEEP_BACKUP_SCHEDULE, PGKEEP_KEEP, ...).`,
 				return err
 			}
 			meter := observe.NewMeter()
-			r, err := openRepository(ctx, cfg, meter)
+			r, err := openRepository(ctx, cfg, meter, a.stderr)
 			if err != nil {
 				return err
 			}

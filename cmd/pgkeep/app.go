@@ -153,7 +153,7 @@ func (a *app) openCatalog(cmd *cobra.Command) (*repo.Repo, *catalog.Catalog, err
 
 // openRepoWith opens the repository cfg describes, with its keys.
 func (a *app) openRepoWith(cmd *cobra.Command, cfg *config.Config) (*repo.Repo, error) {
-	return openRepository(cmd.Context(), cfg, nil)
+	return openRepository(cmd.Context(), cfg, nil, a.stderr)
 }
 
 func (a *app) env(name string) string {

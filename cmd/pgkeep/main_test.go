@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -108,5 +109,31 @@ func TestUsageAndHelp(t *testing.T) {
 		if code != 0 || !strings.Contains(out, "Usage:") || len(out) < 200 {
 			t.Errorf("pgkeep %s --help: %d\n%s", c.Name(), code, out)
 		}
+	}
+}
+
+// A storage operation that fails and is retried says so on stderr, so a
+// slow run tells the operator why (here: an S3 endpoint that refuses
+// connections, until --retry-timeout runs out).
+func TestStorageRetriesAreReported(t *testing.T) {
+	t.Setenv("AWS_ACCESS_KEY_ID", "pgkeep-test")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "pgkeep-test")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	endpoint := "http://" + ln.Addr().String()
+	ln.Close() // nothing listens there now
+	dest := filepath.Join(t.TempDir(), "RECOVERYXLOG")
+	code, _, stderr := pgkeep(t, nil, "wal-fetch", "--repo", "s3://bucket/p", "--s3-endpoint", endpoint, "--s3-path-style",
+		"--s3-region", "us-east-1", "--retry-timeout", "1s", "000000010000000000000001", dest)
+	if code != exitFetchFailed {
+		t.Fatalf("wal-fetch from an unreachable store exited %d, want %d; stderr:\n%s", code, exitFetchFailed, stderr)
+	}
+	if !strings.Contains(stderr, "pgkeep: WARNING: ") || !strings.Contains(stderr, "retrying") {
+		t.Fatalf("no retry reported on stderr:\n%s", stderr)
+	}
+	if _, err := os.Stat(dest); !os.IsNotExist(err) {
+		t.Fatalf("a failed fetch left %s: %v", dest, err)
 	}
 }

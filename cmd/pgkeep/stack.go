@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 
 	"github.com/pgkeep/pgkeep/internal/config"
 	"github.com/pgkeep/pgkeep/internal/crypt"
@@ -16,8 +17,9 @@ import (
 // backend, then (for the agent's metrics) a meter that hears of every
 // upload attempt, then retries with backoff and full jitter (the one retry
 // policy: backends never retry on their own). This is the only place the
-// stack is put together. meter may be nil.
-func openStorage(ctx context.Context, cfg *config.Config, meter storage.Meter) (storage.Storage, error) {
+// stack is put together. meter may be nil; each retry is reported on warn
+// (nil: silently), so that a slow run says why.
+func openStorage(ctx context.Context, cfg *config.Config, meter storage.Meter, warn io.Writer) (storage.Storage, error) {
 	var backend storage.Storage
 	switch cfg.Repo.Scheme {
 	case "file":
@@ -48,12 +50,18 @@ func openStorage(ctx context.Context, cfg *config.Config, meter storage.Meter) (
 	}
 	policy := storage.DefaultRetryPolicy()
 	policy.MaxElapsed = cfg.RetryTimeout
+	if warn != nil {
+		policy.OnRetry = func(op, key string, attempt int, err error) {
+			fmt.Fprintf(warn, "pgkeep: WARNING: %s %s failed (attempt %d), retrying: %v\n", op, key, attempt, err)
+		}
+	}
 	return storage.NewRetrying(backend, policy), nil
 }
 
 // openRepository opens the repository cfg describes on its storage stack,
-// with the operator's encryption keys. meter (nil: none) counts uploads.
-func openRepository(ctx context.Context, cfg *config.Config, meter storage.Meter) (*repo.Repo, error) {
+// with the operator's encryption keys. meter (nil: none) counts uploads;
+// retries are reported on warn (see openStorage).
+func openRepository(ctx context.Context, cfg *config.Config, meter storage.Meter, warn io.Writer) (*repo.Repo, error) {
 	opts := repo.Options{Compression: cfg.Compression, WALCompression: cfg.WALCompression}
 	var err error
 	if cfg.AgeRecipients != "" {
@@ -66,7 +74,7 @@ func openRepository(ctx context.Context, cfg *config.Config, meter storage.Meter
 			return nil, &usageError{err}
 		}
 	}
-	st, err := openStorage(ctx, cfg, meter)
+	st, err := openStorage(ctx, cfg, meter, warn)
 	if err != nil {
 		return nil, err
 	}

@@ -303,7 +303,8 @@ func (a *Agent) stream(ctx context.Context) error {
 	a.logf("connected to PostgreSQL %d (cluster %d, timeline %d, WAL at %s); %s; streaming timeline %d from %s (segment %s, %d bytes already stored) through slot %s, storing %s",
 		srv.major, srv.sysID, srv.tli, srv.xlogPos, how, res.TLI, startLSN, wal.SegmentName(res.TLI, res.SegNo, srv.segSize), res.Stored, a.cfg.Slot, mode)
 
-	sess := stream.NewSession(repl, w, stream.Options{Slot: a.cfg.Slot, Interval: a.cfg.Interval, Synchronous: a.cfg.Synchronous})
+	sess := stream.NewSession(repl, w, stream.Options{Slot: a.cfg.Slot, Interval: a.cfg.Interval, Synchronous: a.cfg.Synchronous,
+		ServerEnd: a.serverEnd})
 	end, err := sess.Run(ctx)
 	if err != nil {
 		if errors.Is(err, stream.ErrWALRemoved) {
@@ -324,6 +325,24 @@ func (a *Agent) stream(ctx context.Context) error {
 }
 
 // connectSQL opens an ordinary connection, for the slot and the checks.
+// serverEnd is the server's end of WAL now: its flush position, or on a
+// standby what it has received (stream.Options.ServerEnd).
+func (a *Agent) serverEnd(ctx context.Context) (wal.LSN, error) {
+	conn, err := a.connectSQL(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var lsn *string
+	if err := conn.QueryRow(ctx, `SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() ELSE pg_current_wal_flush_lsn() END)::text`).Scan(&lsn); err != nil {
+		return 0, fmt.Errorf("asking the server for its end of WAL: %w", err)
+	}
+	if lsn == nil {
+		return 0, errors.New("the server does not know its end of WAL (a standby that has received nothing)")
+	}
+	return wal.ParseLSN(*lsn)
+}
+
 func (a *Agent) connectSQL(ctx context.Context) (*pgx.Conn, error) {
 	cfg, err := pgx.ParseConfig(a.cfg.ConnString)
 	if err != nil {

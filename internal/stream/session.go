@@ -33,6 +33,12 @@ type Options struct {
 	// when nothing else causes a report (default 10s, as
 	// wal_receiver_status_interval).
 	StatusInterval time.Duration
+	// ServerEnd, if set, tells the server's end of WAL now (its flush
+	// position), from a connection of its own. At shutdown the receiver
+	// goes on until it holds that much (or finishTimeout). Without it the
+	// end is what the server's keepalive says, which is only what it has
+	// sent: WAL flushed but not yet sent would be left to the next agent.
+	ServerEnd func(ctx context.Context) (wal.LSN, error)
 }
 
 // End is why a session ended without an error: the server ended the
@@ -69,17 +75,32 @@ const finishTimeout = 3 * time.Second
 // the next agent.
 func (s *Session) finishReceiving(stopRecv func()) {
 	defer stopRecv()
+	deadline := time.Now().Add(finishTimeout)
+	ended := func() bool {
+		s.sendMu.Lock()
+		defer s.sendMu.Unlock()
+		return s.ended
+	}
+	if s.opts.ServerEnd != nil {
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		target, err := s.opts.ServerEnd(ctx)
+		cancel()
+		if err == nil {
+			// A server promoted meanwhile ends the stream (ended) before
+			// its end on the new timeline is reached.
+			for ; time.Now().Before(deadline) && !ended(); time.Sleep(5 * time.Millisecond) {
+				if s.w.Received() >= target {
+					return
+				}
+			}
+			return
+		}
+	}
 	asked := time.Now().UnixNano()
 	if s.report(true) != nil {
 		return
 	}
-	for deadline := time.Now().Add(finishTimeout); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		s.sendMu.Lock()
-		ended := s.ended
-		s.sendMu.Unlock()
-		if ended {
-			return
-		}
+	for ; time.Now().Before(deadline) && !ended(); time.Sleep(5 * time.Millisecond) {
 		if s.endAt.Load() >= asked && int64(s.w.Received()) >= s.serverEnd.Load() {
 			return
 		}
