@@ -324,7 +324,6 @@ func (a *Agent) stream(ctx context.Context) error {
 	return nil
 }
 
-// connectSQL opens an ordinary connection, for the slot and the checks.
 // serverEnd is the server's end of WAL now: its flush position, or on a
 // standby what it has received (stream.Options.ServerEnd).
 func (a *Agent) serverEnd(ctx context.Context) (wal.LSN, error) {
@@ -343,6 +342,7 @@ func (a *Agent) serverEnd(ctx context.Context) (wal.LSN, error) {
 	return wal.ParseLSN(*lsn)
 }
 
+// connectSQL opens an ordinary connection, for the slot and the checks.
 func (a *Agent) connectSQL(ctx context.Context) (*pgx.Conn, error) {
 	cfg, err := pgx.ParseConfig(a.cfg.ConnString)
 	if err != nil {

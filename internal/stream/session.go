@@ -68,43 +68,51 @@ type Session struct {
 // written when the shutdown began.
 const finishTimeout = 3 * time.Second
 
-// finishReceiving is the shutdown of the receiver: it asks the server for
-// its end of WAL (a status update that requests a reply) and lets the
+// finishReceiving is the shutdown of the receiver: it learns the
+// server's end of WAL (Options.ServerEnd, else a status update that
+// requests a keepalive, whose end is what the server has sent), lets the
 // receiver run until it has received up to there, or finishTimeout, then
 // stops it. What was committed before SIGTERM is then stored, not left to
-// the next agent.
+// the next agent. A server promoted meanwhile ends the stream (ended)
+// before its end on the new timeline is reached.
 func (s *Session) finishReceiving(stopRecv func()) {
 	defer stopRecv()
 	deadline := time.Now().Add(finishTimeout)
-	ended := func() bool {
-		s.sendMu.Lock()
-		defer s.sendMu.Unlock()
-		return s.ended
+	reached, ok := s.flushedEnd(deadline)
+	if !ok {
+		asked := time.Now().UnixNano()
+		if s.report(true) != nil {
+			return
+		}
+		reached = func() bool { return s.endAt.Load() >= asked && int64(s.w.Received()) >= s.serverEnd.Load() }
 	}
-	if s.opts.ServerEnd != nil {
-		ctx, cancel := context.WithDeadline(context.Background(), deadline)
-		target, err := s.opts.ServerEnd(ctx)
-		cancel()
-		if err == nil {
-			// A server promoted meanwhile ends the stream (ended) before
-			// its end on the new timeline is reached.
-			for ; time.Now().Before(deadline) && !ended(); time.Sleep(5 * time.Millisecond) {
-				if s.w.Received() >= target {
-					return
-				}
-			}
+	for ; time.Now().Before(deadline) && !s.isEnded(); time.Sleep(5 * time.Millisecond) {
+		if reached() {
 			return
 		}
 	}
-	asked := time.Now().UnixNano()
-	if s.report(true) != nil {
-		return
+}
+
+// flushedEnd asks Options.ServerEnd for the server's flush position and
+// returns the test of having received it; ok is false without the option
+// or when the server could not tell.
+func (s *Session) flushedEnd(deadline time.Time) (reached func() bool, ok bool) {
+	if s.opts.ServerEnd == nil {
+		return nil, false
 	}
-	for ; time.Now().Before(deadline) && !ended(); time.Sleep(5 * time.Millisecond) {
-		if s.endAt.Load() >= asked && int64(s.w.Received()) >= s.serverEnd.Load() {
-			return
-		}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	target, err := s.opts.ServerEnd(ctx)
+	if err != nil {
+		return nil, false
 	}
+	return func() bool { return s.w.Received() >= target }, true
+}
+
+func (s *Session) isEnded() bool {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	return s.ended
 }
 
 // NewSession returns a session that streams into w over conn, a

@@ -24,9 +24,9 @@ import (
 // verifying each before renaming it into the spool, and stays ahead of
 // what wal-fetch serves for as long as recovery asks; the next wal-fetch
 // calls move a spooled segment into place without touching the network.
-// A lock file keeps one prefetcher at a time. The spool is removed at the end of recovery (recovery_end_command
-// runs pgkeep wal-prefetch --clean) and by the first wal-push after
-// promotion.
+// A lock file keeps one prefetcher at a time. The spool is removed at the
+// end of recovery (recovery_end_command runs pgkeep wal-prefetch --clean)
+// and by the first wal-push after promotion.
 
 // SpoolDir returns the prefetch spool of the data directory holding the
 // pg_wal directory of dest ("" if dest is not in a pg_wal directory).
