@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/pgkeep/pgkeep/internal/walsum"
 )
@@ -82,8 +83,11 @@ func classify(rel string, isDir bool) excludeKind {
 }
 
 // relationFile matches relation data files: relfilenode, optional fork,
-// optional segment number.
-var relationFile = regexp.MustCompile(`^([0-9]+)(_fsm|_vm|_init)?(\.([0-9]+))?$`)
+// optional segment number. It is compiled on first use, not at package
+// initialisation, which every pgkeep process (each wal-push call) pays.
+var relationFile = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^([0-9]+)(_fsm|_vm|_init)?(\.([0-9]+))?$`)
+})
 
 // isRelationDir reports whether dir holds relation files whose pages carry
 // checksums: global, base/DBOID, pg_tblspc/OID/PG_*/DBOID.
@@ -117,7 +121,7 @@ func relationOf(rel string) (f walsum.RelFork, seg uint32, ok bool) {
 	if !isRelationDir(dir) {
 		return f, 0, false
 	}
-	m := relationFile.FindStringSubmatch(path.Base(rel))
+	m := relationFile().FindStringSubmatch(path.Base(rel))
 	if m == nil {
 		return f, 0, false
 	}
@@ -165,7 +169,7 @@ func relationOf(rel string) (f walsum.RelFork, seg uint32, ok bool) {
 func unloggedSkip(names []string) map[string]bool {
 	hasInit := map[string]bool{}
 	for _, n := range names {
-		if m := relationFile.FindStringSubmatch(n); m != nil && m[2] == "_init" {
+		if m := relationFile().FindStringSubmatch(n); m != nil && m[2] == "_init" {
 			hasInit[m[1]] = true
 		}
 	}
@@ -174,7 +178,7 @@ func unloggedSkip(names []string) map[string]bool {
 	}
 	out := map[string]bool{}
 	for _, n := range names {
-		if m := relationFile.FindStringSubmatch(n); m != nil && hasInit[m[1]] && m[2] != "_init" {
+		if m := relationFile().FindStringSubmatch(n); m != nil && hasInit[m[1]] && m[2] != "_init" {
 			out[n] = true
 		}
 	}

@@ -2,10 +2,9 @@ package observe
 
 import (
 	"context"
+	"io"
+	"sync"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/pgkeep/pgkeep/internal/repo"
 	"github.com/pgkeep/pgkeep/internal/storage"
@@ -13,47 +12,84 @@ import (
 
 // Meter counts the agent's uploads (storage.Meter): bytes stored and
 // failed attempts, by what was stored (wal, backup, summary, other) and,
-// for failures, by kind (transient, permanent, canceled).
+// for failures, by kind (transient, permanent, canceled). It is safe for
+// concurrent use.
 type Meter struct {
-	uploaded *prometheus.CounterVec
-	failed   *prometheus.CounterVec
+	mu       sync.Mutex
+	uploaded map[string]float64    // by object
+	failed   map[[2]string]float64 // by object and kind
 }
 
 var _ storage.Meter = (*Meter)(nil)
 
+var (
+	meterObjects = []string{"wal", "backup", "summary", "other"}
+	meterKinds   = []string{"transient", "permanent", "canceled"}
+	descUploaded = counterDesc("pgkeep_uploaded_bytes_total",
+		"Bytes this agent stored in the repository (after compression and encryption), by object: wal (segments, streamed pieces), backup, summary, other.", "object")
+	descFailed = counterDesc("pgkeep_upload_errors_total",
+		"Failed upload attempts by object and kind: transient (retried: network, throttling, server errors), permanent (retrying cannot help), canceled.", "object", "kind")
+)
+
 // NewMeter returns a meter with every series at 0.
 func NewMeter() *Meter {
-	m := &Meter{
-		uploaded: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pgkeep_uploaded_bytes_total",
-			Help: "Bytes this agent stored in the repository (after compression and encryption), by object: wal (segments, streamed pieces), backup, summary, other."}, []string{"object"}),
-		failed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pgkeep_upload_errors_total",
-			Help: "Failed upload attempts by object and kind: transient (retried: network, throttling, server errors), permanent (retrying cannot help), canceled."}, []string{"object", "kind"}),
-	}
-	for _, o := range []string{"wal", "backup", "summary", "other"} {
-		m.uploaded.WithLabelValues(o)
-		for _, k := range []string{"transient", "permanent", "canceled"} {
-			m.failed.WithLabelValues(o, k)
-		}
-	}
-	return m
+	return &Meter{uploaded: map[string]float64{}, failed: map[[2]string]float64{}}
 }
 
 // Uploaded counts size bytes stored under key.
 func (m *Meter) Uploaded(key string, size int64) {
-	m.uploaded.WithLabelValues(repo.KindOf(key)).Add(float64(size))
+	m.mu.Lock()
+	m.uploaded[repo.KindOf(key)] += float64(size)
+	m.mu.Unlock()
 }
 
 // UploadFailed counts a failed Put of key.
 func (m *Meter) UploadFailed(key string, err error) {
-	m.failed.WithLabelValues(repo.KindOf(key), storage.ErrorKind(err)).Inc()
+	m.mu.Lock()
+	m.failed[[2]string{repo.KindOf(key), storage.ErrorKind(err)}]++
+	m.mu.Unlock()
 }
 
-// Registry returns the registry /metrics serves: the snapshot's figures,
-// the meter's counters, and the Go runtime's and the process's.
-func Registry(src *Source, m *Meter) *prometheus.Registry {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), m.uploaded, m.failed, &collector{src: src})
-	return reg
+// uploadedBytes returns the bytes counted for an object kind.
+func (m *Meter) uploadedBytes(object string) float64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.uploaded[object]
+}
+
+// failures returns the failed attempts counted for an object kind and an
+// error kind.
+func (m *Meter) failures(object, kind string) float64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.failed[[2]string{object, kind}]
+}
+
+// add adds the meter's series: every object and kind, 0 until counted.
+func (m *Meter) add(e *exposition) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, o := range meterObjects {
+		e.add(descUploaded, m.uploaded[o], o)
+	}
+	for _, o := range meterObjects {
+		for _, k := range meterKinds {
+			e.add(descFailed, m.failed[[2]string{o, k}], o, k)
+		}
+	}
+}
+
+// WriteMetrics writes what /metrics serves, in the Prometheus text
+// format: the snapshot's figures, the meter's counters (if m is not nil),
+// and the Go runtime's and the process's.
+func WriteMetrics(w io.Writer, src *Source, m *Meter) error {
+	e := newExposition()
+	collect(e, src)
+	if m != nil {
+		m.add(e)
+	}
+	addRuntime(e)
+	return e.writeTo(w)
 }
 
 // A description of every metric the collector emits.
@@ -76,16 +112,16 @@ var (
 	descRepoBytes    = descL("pgkeep_repository_bytes", "Bytes the repository holds, by kind: wal, backups, incomplete_backups, other.", "kind")
 	descProblems     = desc("pgkeep_status_problems", "Problems pgkeep status reports (it exits 1 when there are any): missing WAL, nothing restorable, a failing archiver.")
 	descSlot         = desc("pgkeep_slot_retained_wal_bytes", "WAL the agent's replication slot makes the server keep in pg_wal (the server's WAL position minus the slot's restart_lsn).")
-	descArchFailed   = desc("pgkeep_archiver_failed_total", "Failed archive_command runs PostgreSQL counted (pg_stat_archiver.failed_count, since its statistics were last reset).")
+	descArchFailed   = counterDesc("pgkeep_archiver_failed_total", "Failed archive_command runs PostgreSQL counted (pg_stat_archiver.failed_count, since its statistics were last reset).")
 	descArchFailing  = desc("pgkeep_archiver_failing", "1 if PostgreSQL's archiver's last attempt failed (no WAL after it is archived), else 0.")
-	descArchArchived = desc("pgkeep_archiver_archived_total", "WAL files PostgreSQL's archiver archived (pg_stat_archiver.archived_count).")
+	descArchArchived = counterDesc("pgkeep_archiver_archived_total", "WAL files PostgreSQL's archiver archived (pg_stat_archiver.archived_count).")
 	descServerUp     = desc("pgkeep_server_up", "1 if the database server was reached for the last snapshot, else 0.")
 	descConnected    = desc("pgkeep_streaming_connected", "1 while the agent streams from the server, else 0.")
 	descStreamLSN    = desc("pgkeep_streamed_lsn_bytes", "End of the WAL the agent has durably stored (what it reports to the server as flushed), as an LSN.")
 	descStreamTime   = desc("pgkeep_streamed_timestamp_seconds", "When the agent's stored position last advanced, as a Unix time.")
 	descStreamTLI    = desc("pgkeep_streamed_timeline", "The timeline the agent streams.")
-	descSegments     = desc("pgkeep_streamed_segments_total", "Segments the agent stored whole since it started.")
-	descRuns         = descL("pgkeep_schedule_runs_total", "Scheduled runs since the agent started, by kind (backup, expire, verify) and result (ok, failed, abandoned).", "kind", "result")
+	descSegments     = counterDesc("pgkeep_streamed_segments_total", "Segments the agent stored whole since it started.")
+	descRuns         = counterL("pgkeep_schedule_runs_total", "Scheduled runs since the agent started, by kind (backup, expire, verify) and result (ok, failed, abandoned).", "kind", "result")
 	descRunning      = descL("pgkeep_schedule_running", "1 while a run of this kind is in progress.", "kind")
 	descLastRun      = descL("pgkeep_schedule_last_run_timestamp_seconds", "When the last run of this kind started, as a Unix time.", "kind")
 	descLastRunDur   = descL("pgkeep_schedule_last_run_duration_seconds", "How long the last run of this kind took.", "kind")
@@ -93,31 +129,21 @@ var (
 	descLastSuccess  = descL("pgkeep_schedule_last_success_timestamp_seconds", "When the last successful run of this kind finished, as a Unix time.", "kind")
 	descNextRun      = descL("pgkeep_schedule_next_run_timestamp_seconds", "When the next run of this kind is due, as a Unix time (absent when not scheduled).", "kind")
 	descSnapshotAge  = desc("pgkeep_snapshot_timestamp_seconds", "When the figures above were read from the repository and the server (at most the agent's --metrics-max-age ago).")
-	allDescs         = []*prometheus.Desc{descUp, descWALTime, descWALLSN, descWALTimeline, descWALGaps, descRPO, descRPOMeasured, descBackups, descBackupTime, descBackupDur, descBackupStored, descBackupSize, descWindowStart, descWindowEnd, descRecoverable, descRepoBytes, descProblems, descSlot, descArchFailed, descArchFailing, descArchArchived, descServerUp, descConnected, descStreamLSN, descStreamTime, descStreamTLI, descSegments, descRuns, descRunning, descLastRun, descLastRunDur, descLastRunOK, descLastSuccess, descNextRun, descSnapshotAge}
 )
 
-func desc(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, nil, nil) }
-func descL(name, help string, labels ...string) *prometheus.Desc {
-	return prometheus.NewDesc(name, help, labels, nil)
+func desc(name, help string) *metricDesc { return gaugeDesc(name, help) }
+func descL(name, help string, labels ...string) *metricDesc {
+	return gaugeDesc(name, help, labels...)
+}
+func counterL(name, help string, labels ...string) *metricDesc {
+	return counterDesc(name, help, labels...)
 }
 
-// collector turns a snapshot into metrics at each scrape.
-type collector struct{ src *Source }
-
-func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range allDescs {
-		ch <- d
-	}
-}
-
-func (c *collector) Collect(ch chan<- prometheus.Metric) {
-	snap := c.src.Get(context.Background())
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
-	}
-	counter := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
-	}
+// collect adds the figures of the source's snapshot (taken now if the
+// last one is too old).
+func collect(e *exposition, src *Source) {
+	snap := src.Get(context.Background())
+	gauge, counter := e.add, e.add
 	unix := func(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
 	gauge(descUp, b2f(snap.Err == nil))
 	gauge(descSnapshotAge, unix(snap.At))
@@ -162,7 +188,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descArchArchived, float64(a.ArchivedCount))
 		gauge(descArchFailing, b2f(a.Failing()))
 	}
-	if c.src.agent != nil {
+	if src.agent != nil {
 		s := snap.Stream
 		gauge(descConnected, b2f(s.Connected))
 		if s.Durable != 0 {

@@ -9,8 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 	"github.com/pgkeep/pgkeep/internal/agent"
 )
 
@@ -59,7 +57,15 @@ func (s *Server) Listen(ln net.Listener) {
 // Handler returns the HTTP handler: /metrics and the page at /.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(Registry(s.Source, s.Meter), promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		var b bytes.Buffer
+		if err := WriteMetrics(&b, s.Source, s.Meter); err != nil {
+			http.Error(w, "writing the metrics: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", contentType)
+		w.Write(b.Bytes())
+	})
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		var b bytes.Buffer
 		if err := writePage(&b, s.Source.Get(r.Context())); err != nil {
