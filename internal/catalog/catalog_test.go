@@ -1,12 +1,16 @@
 package catalog
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cespare/xxhash/v2"
 
 	"github.com/pgkeep/pgkeep/internal/crypt"
 	"github.com/pgkeep/pgkeep/internal/envelope"
@@ -169,5 +173,50 @@ func TestManifestSealed(t *testing.T) {
 	moved, _ := json.Marshal(st)
 	if _, err := ParseManifest(moved, reader); !errors.Is(err, envelope.ErrCorrupt) {
 		t.Fatalf("sealed contents of another backup accepted: %v", err)
+	}
+}
+
+// TestPieceCheck: a piece is verified by its chunk checksums when they
+// cover it, else by its whole checksum; any changed byte, a missing or
+// extra byte, or a chunk list too short is caught.
+func TestPieceCheck(t *testing.T) {
+	data := make([]byte, 2*ChunkSize+1000)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	whole := fmt.Sprintf("%016x", xxhash.Sum64(data))
+	chunks := AppendChunkSums(nil, data)
+	check := func(p Piece, b []byte) error {
+		c := NewPieceCheck(p)
+		for len(b) > 0 { // in uneven writes, across chunk boundaries
+			n := min(len(b), 50000)
+			c.Write(b[:n])
+			b = b[n:]
+		}
+		return c.Verify()
+	}
+	bad := bytes.Clone(data)
+	bad[ChunkSize+5] ^= 1
+	size := int64(len(data))
+	for name, tc := range map[string]struct {
+		p    Piece
+		b    []byte
+		fail bool
+	}{
+		"chunks":                      {Piece{Size: size, XXH64: whole, Chunks: chunks}, data, false},
+		"chunks, a byte changed":      {Piece{Size: size, XXH64: whole, Chunks: chunks}, bad, true},
+		"chunks, a byte short":        {Piece{Size: size, XXH64: whole, Chunks: chunks}, data[:len(data)-1], true},
+		"chunks only":                 {Piece{Size: size, Chunks: chunks}, data, false},
+		"chunks only, a byte changed": {Piece{Size: size, Chunks: chunks}, bad, true},
+		"whole":                       {Piece{Size: size, XXH64: whole}, data, false},
+		"whole, a byte changed":       {Piece{Size: size, XXH64: whole}, bad, true},
+		"too few chunks":              {Piece{Size: size, XXH64: whole, Chunks: chunks[:16]}, data, true},
+		"too few chunks, whole wrong": {Piece{Size: size, XXH64: "0000000000000001", Chunks: chunks[:16]}, data, true},
+	} {
+		if err := check(tc.p, tc.b); (err != nil) != tc.fail {
+			t.Errorf("%s: %v", name, err)
+		} else if err != nil && !errors.Is(err, envelope.ErrCorrupt) {
+			t.Errorf("%s: %v is not ErrCorrupt", name, err)
+		}
 	}
 }
