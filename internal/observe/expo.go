@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -63,12 +64,19 @@ func (e *exposition) add(d *metricDesc, v float64, values ...string) {
 	var b strings.Builder
 	b.WriteString(d.name)
 	if len(values) > 0 {
+		// Labels in name order, as the Prometheus clients write them
+		// (what scrapers and string matches on the output expect).
+		order := make([]int, len(d.labels))
+		for i := range order {
+			order[i] = i
+		}
+		sort.Slice(order, func(a, b int) bool { return d.labels[order[a]] < d.labels[order[b]] })
 		b.WriteByte('{')
-		for i, l := range d.labels {
-			if i > 0 {
+		for k, i := range order {
+			if k > 0 {
 				b.WriteByte(',')
 			}
-			b.WriteString(l)
+			b.WriteString(d.labels[i])
 			b.WriteString(`="`)
 			b.WriteString(escapeLabel(values[i]))
 			b.WriteByte('"')

@@ -44,8 +44,8 @@ func TestSnapshotMetricsAndPage(t *testing.T) {
 		"pgkeep_server_up":                                             0,
 		`pgkeep_uploaded_bytes_total{object="wal"}`:                    100,
 		`pgkeep_uploaded_bytes_total{object="backup"}`:                 0,
-		`pgkeep_upload_errors_total{object="backup",kind="transient"}`: 1,
-		`pgkeep_upload_errors_total{object="wal",kind="permanent"}`:    0,
+		`pgkeep_upload_errors_total{kind="transient",object="backup"}`: 1,
+		`pgkeep_upload_errors_total{kind="permanent",object="wal"}`:    0,
 		"go_goroutines":                                                -1, // present; any value
 		"process_resident_memory_bytes":                                -1,
 	} {
