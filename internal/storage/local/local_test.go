@@ -11,6 +11,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/pgkeep/pgkeep/internal/storage"
 	"github.com/pgkeep/pgkeep/internal/storage/storagetest"
@@ -245,5 +248,61 @@ func TestCancelledGetStopsReading(t *testing.T) {
 	})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("Get after cancel: %v", err)
+	}
+}
+
+// TestPutDropsLargeObjectsFromCache: an object of dropCacheSize or more
+// leaves the page cache once stored (its pages are not resident), a small
+// one stays; both read back whole.
+func TestPutDropsLargeObjectsFromCache(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	big := bytes.Repeat([]byte("pgkeep drops what it stored "), 4<<20/28)
+	small := []byte("a manifest")
+	for key, data := range map[string][]byte{"big": big, "small": small} {
+		if err := s.Put(ctx, key, bytes.NewReader(data), int64(len(data))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resident := func(key string) (in, pages int) {
+		p, err := s.path(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		st, _ := f.Stat()
+		m, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Munmap(m)
+		vec := make([]byte, (len(m)+os.Getpagesize()-1)/os.Getpagesize())
+		if _, _, e := syscall.Syscall(syscall.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+			t.Fatal(e)
+		}
+		for _, v := range vec {
+			in += int(v & 1)
+		}
+		return in, len(vec)
+	}
+	if in, pages := resident("big"); in > pages/10 {
+		t.Errorf("%d of the big object's %d pages still in the page cache", in, pages)
+	}
+	if in, pages := resident("small"); in != pages {
+		t.Errorf("the small object was dropped from the page cache (%d of %d pages)", in, pages)
+	}
+	for key, data := range map[string][]byte{"big": big, "small": small} {
+		var got []byte
+		err := s.Get(ctx, key, func(r io.Reader) (err error) {
+			got, err = io.ReadAll(r)
+			return err
+		})
+		if err != nil || !bytes.Equal(got, data) {
+			t.Errorf("%s read back %d bytes (%v), want %d", key, len(got), err, len(data))
+		}
 	}
 }
