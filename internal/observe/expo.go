@@ -19,7 +19,7 @@ import (
 // what a client library adds (registries, collectors, histograms,
 // protobuf) is not needed, and its package initialisation (the default
 // registry's Go and process collectors, procfs's regular expressions,
-// protobuf descriptors: about 250 page faults, 4 to 5 ms of CPU on these
+// protobuf descriptors: about 110 page faults and 4 ms of CPU on these
 // VMs) was paid by every pgkeep process, every wal-push and wal-fetch
 // call included, since one binary holds them all.
 
@@ -31,14 +31,27 @@ const contentType = "text/plain; version=0.0.4; charset=utf-8"
 type metricDesc struct {
 	name, help, typ string
 	labels          []string
+	// order lists the labels' indexes in name order, the order the
+	// Prometheus clients write them in (what scrapers and string matches
+	// on the output expect).
+	order []int
+}
+
+func newDesc(typ, name, help string, labels []string) *metricDesc {
+	order := make([]int, len(labels))
+	for i := range order {
+		order[i] = i
+	}
+	sort.Slice(order, func(a, b int) bool { return labels[order[a]] < labels[order[b]] })
+	return &metricDesc{name: name, help: help, typ: typ, labels: labels, order: order}
 }
 
 func gaugeDesc(name, help string, labels ...string) *metricDesc {
-	return &metricDesc{name: name, help: help, typ: "gauge", labels: labels}
+	return newDesc("gauge", name, help, labels)
 }
 
 func counterDesc(name, help string, labels ...string) *metricDesc {
-	return &metricDesc{name: name, help: help, typ: "counter", labels: labels}
+	return newDesc("counter", name, help, labels)
 }
 
 // exposition gathers the samples of one scrape, grouped by family in the
@@ -64,15 +77,8 @@ func (e *exposition) add(d *metricDesc, v float64, values ...string) {
 	var b strings.Builder
 	b.WriteString(d.name)
 	if len(values) > 0 {
-		// Labels in name order, as the Prometheus clients write them
-		// (what scrapers and string matches on the output expect).
-		order := make([]int, len(d.labels))
-		for i := range order {
-			order[i] = i
-		}
-		sort.Slice(order, func(a, b int) bool { return d.labels[order[a]] < d.labels[order[b]] })
 		b.WriteByte('{')
-		for k, i := range order {
+		for k, i := range d.order {
 			if k > 0 {
 				b.WriteByte(',')
 			}
