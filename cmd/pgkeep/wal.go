@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -32,6 +34,7 @@ func (a *app) newWalPushCmd() *cobra.Command {
 	var pgdata string
 	var verbose bool
 	var lookAhead int
+	var markDone bool
 	cmd := &cobra.Command{
 		Use:   "wal-push PATH",
 		Short: "Archive one WAL segment or history file (for archive_command)",
@@ -80,7 +83,17 @@ the one the repository belongs to. Segments, .partial segments, .backup and
 				opts.IdentityCache = walarchive.IdentityCachePath(walDir, repoTag(cfg))
 			}
 			if lookAhead > 0 {
-				opts.StartAhead = func(walDir, after string) { startPushAhead(cfg, walDir, after, lookAhead) }
+				opts.StartAhead = func(walDir, after string) {
+					// Only a call PostgreSQL's archiver made lets the pusher
+					// mark segments archived (which it then does only while
+					// archive_command is wal-push alone): one run by hand may
+					// name another repository than the server archives to.
+					archiver := 0
+					if markDone {
+						archiver = pgstat.ArchiverParent()
+					}
+					startPushAhead(cfg, walDir, after, lookAhead, archiver)
+				}
 			}
 			res, err := walarchive.Push(cmd.Context(), r, args[0], opts)
 			if walDir != "" {
@@ -113,6 +126,7 @@ the one the repository belongs to. Segments, .partial segments, .backup and
 	cmd.Flags().StringVar(&pgdata, "pgdata", "", "data directory, to read pg_control (default $PGDATA, else the directory above pg_wal)")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "report what was archived")
 	cmd.Flags().IntVar(&lookAhead, "look-ahead", 4, "when PostgreSQL has a backlog, upload that many further ready segments at a time in the background, so the next calls return at once (0: off)")
+	cmd.Flags().BoolVar(&markDone, "mark-done", true, "when archive_command is this wal-push alone, let the background upload mark the segments it stored archived (archive_status .done), so PostgreSQL starts no call for them; false: every segment waits for PostgreSQL's own call")
 	return cmd
 }
 
@@ -170,8 +184,13 @@ func repoTag(cfg *config.Config) string {
 
 // startPushAhead launches a detached pgkeep wal-push-ahead for the ready
 // segments after the one being pushed. It outlives this wal-push.
-func startPushAhead(cfg *config.Config, walDir, after string, uploads int) {
+// With archiver, the pid of PostgreSQL's archiver that ran this call (0:
+// none), the pusher may mark segments archived.
+func startPushAhead(cfg *config.Config, walDir, after string, uploads int, archiver int) {
 	args := []string{"--wal-dir", walDir, "--after", after, "--workers=" + strconv.Itoa(uploads)}
+	if archiver > 0 {
+		args = append(args, "--mark-done-for="+strconv.Itoa(archiver))
+	}
 	args = append(args, "--wal-compression="+cfg.WALCompression.String())
 	if cfg.AgeRecipients != "" {
 		args = append(args, "--age-recipients="+cfg.AgeRecipients)
@@ -201,6 +220,7 @@ func spawnDetached(cfg *config.Config, sub string, args ...string) {
 
 func (a *app) newWalPushAheadCmd() *cobra.Command {
 	var walDir, after string
+	var archiver int
 	cmd := &cobra.Command{
 		Use:    "wal-push-ahead",
 		Short:  "Upload ready WAL segments ahead of PostgreSQL's archive_command calls (started by wal-push)",
@@ -211,9 +231,14 @@ func (a *app) newWalPushAheadCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return walarchive.PushAhead(cmd.Context(), r, repoTag(cfg), walDir, after, cfg.Workers)
+			var mark *walarchive.Marking
+			if archiver > 0 {
+				mark = &walarchive.Marking{Allowed: a.markArchivedCheck(cmd.Context(), cfg, walDir), ArchiverPID: archiver}
+			}
+			return walarchive.PushAhead(cmd.Context(), r, repoTag(cfg), walDir, after, cfg.Workers, mark)
 		},
 	}
+	cmd.Flags().IntVar(&archiver, "mark-done-for", 0, "pid of the PostgreSQL archiver whose call started this pusher: mark the segments stored archived while archive_command is wal-push alone")
 	cmd.Flags().StringVar(&walDir, "wal-dir", "", "the pg_wal directory")
 	cmd.Flags().StringVar(&after, "after", "", "the segment being pushed by PostgreSQL's call")
 	return cmd
@@ -256,4 +281,61 @@ func (a *app) newWalPrefetchCmd() *cobra.Command {
 	cmd.Flags().DurationVar(&follow, "follow", 5*time.Second, "keep prefetching as recovery asks for more, until it has asked for nothing for this long (0: one batch)")
 	cmd.Flags().BoolVar(&clean, "clean", false, "remove the spool (recovery_end_command)")
 	return cmd
+}
+
+// markArchivedCheck is what lets the look-ahead pusher mark a segment
+// archived (walarchive.PushAhead's mayMark): the server still has the
+// archive_command it had when the pusher began, one that is pgkeep
+// wal-push alone, read over a connection held for the pusher's life (a
+// lost connection, a server restart that may bring another environment,
+// ends the marking); and the config file the calls read has not changed
+// since. Until the server has answered (or when it cannot be asked) it
+// reports false.
+func (a *app) markArchivedCheck(ctx context.Context, cfg *config.Config, walDir string) func(context.Context) bool {
+	exe := "pgkeep"
+	if self, err := os.Executable(); err == nil {
+		exe = filepath.Base(self)
+	}
+	stamp := a.configStamp(cfg)
+	// Connecting takes a while; uploads start meanwhile, and segments
+	// stored before the watch is in place are left to PostgreSQL's calls.
+	var mu sync.Mutex
+	var w *pgstat.CommandWatch
+	go func() {
+		cw, err := pgstat.WatchArchiveCommand(ctx, filepath.Dir(walDir), exe)
+		if err != nil {
+			return
+		}
+		context.AfterFunc(ctx, cw.Close)
+		mu.Lock()
+		w = cw
+		mu.Unlock()
+	}()
+	return func(ctx context.Context) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return w != nil && a.configStamp(cfg) == stamp && w.Unchanged(ctx)
+	}
+}
+
+// configStamp identifies the config file wal-push calls read (the one
+// named, else the default, present or not).
+func (a *app) configStamp(cfg *config.Config) string {
+	path := cfg.File
+	if path == "" {
+		path = a.env("PGKEEP_CONFIG")
+	}
+	if path == "" {
+		path = config.DefaultFile
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "absent"
+	}
+	st, _ := fi.Sys().(*syscall.Stat_t)
+	var ino uint64
+	if st != nil {
+		ino = st.Ino
+	}
+	return fmt.Sprintf("%d %d %d", fi.ModTime().UnixNano(), fi.Size(), ino)
 }

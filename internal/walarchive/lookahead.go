@@ -9,10 +9,10 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/pgkeep/pgkeep/internal/repo"
 	"github.com/pgkeep/pgkeep/internal/wal"
@@ -119,16 +119,23 @@ func WaitPushed(path, tag string, timeout time.Duration) bool {
 		return false
 	}
 	walDir := filepath.Dir(path)
-	deadline := time.Now().Add(timeout)
+	began := time.Now()
+	deadline := began.Add(timeout)
 	for {
 		pushed, skipped := checkRecord(path, tag)
-		if pushed {
+		if pushed || markedDone(path) {
 			return true
 		}
 		if skipped || !pusherRunning(walDir) || time.Now().After(deadline) {
 			return false
 		}
-		time.Sleep(2 * time.Millisecond)
+		// Every 2 ms at first; a call the pusher puts off (see
+		// PushAhead) waits longer, and wakes less often.
+		if time.Since(began) < 200*time.Millisecond {
+			time.Sleep(2 * time.Millisecond)
+		} else {
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 }
 
@@ -186,7 +193,10 @@ const aheadIdle = time.Second
 // record: PostgreSQL's own wal-push call then pushes them and reports why.
 //
 // tag names the repository in the records (see RepoTag).
-func PushAhead(ctx context.Context, r *repo.Repo, tag, walDir, after string, workers int) error {
+//
+// With mark set, the pusher marks segments it stored archived itself (see
+// markArchived); with nil, every segment waits for PostgreSQL's own call.
+func PushAhead(ctx context.Context, r *repo.Repo, tag, walDir, after string, workers int, mark *Marking) error {
 	if err := os.MkdirAll(filepath.Join(walDir, pushedDir), 0o700); err != nil {
 		return err
 	}
@@ -201,54 +211,113 @@ func PushAhead(ctx context.Context, r *repo.Repo, tag, walDir, after string, wor
 	}
 	cleanStale(filepath.Join(walDir, pushedDir))
 
-	// Uploads run workers at a time; Go blocks while all are busy.
-	var g errgroup.Group
-	g.SetLimit(max(workers, 1))
-	defer g.Wait()
+	// Uploads run workers at a time, oldest segment first. While the
+	// pusher may mark segments archived, it holds back its answer to the
+	// call PostgreSQL's archiver is waiting on (the record of that
+	// segment, stored by then) for up to holdAnswer, or until nothing else
+	// is pending: every segment stored meanwhile is marked and needs no
+	// call of its own, where answering at once would have the archiver
+	// start the next call right away, for the next segment in hand.
+	sem := make(chan struct{}, max(workers, 1))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var held *heldAnswer
+	release := func(force bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if held != nil && (force || time.Since(held.since) >= holdAnswer) {
+			writeRecord(walDir, held.name, held.record)
+			held = nil
+		}
+	}
+	defer func() {
+		wg.Wait()
+		release(true)
+	}()
 	queued := map[string]bool{}
+	var pending []string
 	idleSince := time.Now()
 	for ctx.Err() == nil {
-		var todo []string
 		for _, n := range readySegments(walDir, after, 256) {
+			after = n
 			if queued[n] {
 				continue
 			}
 			if _, err := os.Stat(recordPath(walDir, n)); err == nil {
 				continue
 			}
-			todo = append(todo, n)
+			queued[n] = true
+			pending = append(pending, n)
 		}
-		if len(todo) == 0 {
+		release(len(pending) == 0)
+		if len(pending) == 0 {
 			if time.Since(idleSince) > aheadIdle {
 				return nil
 			}
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		after = todo[len(todo)-1]
-		for _, n := range todo {
-			queued[n] = true
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			g.Go(func() error {
-				if err := pushAheadOne(ctx, r, id, tag, walDir, n); err != nil {
-					writeRecord(walDir, n, skipRecord)
-				}
-				return nil
-			})
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
+		n := pending[0]
+		pending = pending[1:]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			fid, record, err := pushAheadOne(ctx, r, id, walDir, n, tag)
+			if err != nil {
+				writeRecord(walDir, n, skipRecord)
+				return
+			}
+			if mark == nil || !mark.Allowed(ctx) {
+				writeRecord(walDir, n, record)
+				return
+			}
+			// The archiver's title and archive_status are read last,
+			// after Allowed (which may ask the server), to keep the window
+			// before the rename short.
+			busy := mark.archiving()
+			if n == busy {
+				mu.Lock()
+				if held != nil {
+					writeRecord(walDir, held.name, held.record)
+				}
+				held = &heldAnswer{name: n, record: record, since: time.Now()}
+				mu.Unlock()
+				return
+			}
+			writeRecord(walDir, n, record)
+			if markable(walDir, n, busy) {
+				markArchived(walDir, n, fid)
+			}
+		}()
 		idleSince = time.Now()
 	}
 	return ctx.Err()
 }
 
-// pushAheadOne uploads one ready segment and records it.
-func pushAheadOne(ctx context.Context, r *repo.Repo, id *repo.Identity, tag, walDir, name string) error {
+// heldAnswer is a record the pusher holds back (see PushAhead).
+type heldAnswer struct {
+	name, record string
+	since        time.Time
+}
+
+// holdAnswer bounds how long the pusher holds back the answer to the call
+// the archiver is waiting on, well within the 5 s wal-push waits for a
+// pusher.
+const holdAnswer = 2 * time.Second
+
+// pushAheadOne uploads one ready segment; it returns the identity of the
+// file it read and the record to write for it.
+func pushAheadOne(ctx context.Context, r *repo.Repo, id *repo.Identity, walDir, name, tag string) (fileID, string, error) {
 	path := filepath.Join(walDir, name)
 	f, err := os.Open(path)
 	if err != nil {
-		return err
+		return fileID{}, "", err
 	}
 	defer f.Close()
 	sum := newSegmentSummary(name, id)
@@ -258,27 +327,162 @@ func pushAheadOne(ctx context.Context, r *repo.Repo, id *repo.Identity, tag, wal
 	}
 	enc, err := encodeOpen(f, r.WALCompression(), r.Cipher(), tee)
 	if err != nil {
-		return err
+		return fileID{}, "", err
 	}
 	defer enc.release()
 	hdr, err := wal.ParseSegmentHeader(enc.head)
 	switch {
 	case err != nil:
-		return err
+		return fileID{}, "", err
 	case hdr.SysID != id.SystemIdentifier || uint64(hdr.SegSize) != id.WalSegSize || uint64(enc.sum.Size) != id.WalSegSize ||
 		(id.PGMajor != 0 && hdr.Major != id.PGMajor):
-		return errors.New("not a whole segment of the repository's cluster")
+		return fileID{}, "", errors.New("not a whole segment of the repository's cluster")
 	case enc.id == fileID{}:
-		return errors.New("file identity unknown")
+		return fileID{}, "", errors.New("file identity unknown")
 	}
 	if _, err := r.PutEncodedAt(ctx, repo.WAL(name), enc.buf, enc.buf.Len(), enc.sum); err != nil {
-		return err
+		return fileID{}, "", err
 	}
 	if sum != nil {
 		storeSummary(ctx, r, name, sum) // best effort, as in Push
 	}
-	writeRecord(walDir, name, formatRecord(tag, enc.id, enc.sum.XXH64))
-	return nil
+	return enc.id, formatRecord(tag, enc.id, enc.sum.XXH64), nil
+}
+
+// Marking segments archived. PostgreSQL starts archive_command for one
+// ready segment at a time, and each wal-push call costs a process start
+// even when the pusher has stored the segment already (on the slower
+// machines of this project, more than half of what the pusher itself
+// spends on a segment). So when archive_command is pgkeep wal-push alone
+// (Marking.Allowed), the pusher does for a segment it stored what the archiver
+// does after a successful call: it renames archive_status/NAME.ready to
+// NAME.done, and PostgreSQL skips it (its archiver checks that a ready
+// file is still there before it starts the command, since PostgreSQL 15
+// explicitly for this case; earlier versions scan the directory for each
+// file). Two segments are never marked:
+//
+//   - the segment the archiver is archiving, which its process title
+//     names ("postgres: archiver archiving NAME"); when the title does not
+//     say (between two calls, or with update_process_title off), the
+//     oldest ready segment, which the archiver may be picking: that call
+//     waits for the pusher's record, as without marking;
+//   - the newest, so that the archiver archives the last segment of a
+//     backlog itself and pg_stat_archiver's last_archived_wal reaches it
+//     (monitoring and scripts wait for it); archived_count counts only
+//     the segments PostgreSQL archived itself.
+//
+// If the archiver nevertheless picked the segment a moment before the
+// rename, its call finds the record or the identical archived copy and
+// succeeds, and PostgreSQL logs a warning that the ready file was gone.
+
+// markedDone reports whether the segment at path is marked archived
+// (NAME.done, no NAME.ready): the pusher marked it after the archiver had
+// already picked it (see markArchived), since the archiver itself marks
+// a segment only once this call has returned.
+func markedDone(path string) bool {
+	status := filepath.Join(filepath.Dir(path), "archive_status", filepath.Base(path))
+	if _, err := os.Stat(status + ".ready"); !errors.Is(err, os.ErrNotExist) {
+		return false
+	}
+	_, err := os.Stat(status + ".done")
+	return err == nil
+}
+
+// Marking is what lets the look-ahead pusher mark segments archived.
+type Marking struct {
+	// Allowed reports whether marking is allowed now: it must report
+	// true only while PostgreSQL's archive_command is pgkeep wal-push
+	// alone, for the pusher's repository. Calls are serialised.
+	Allowed func(context.Context) bool
+	// ArchiverPID is PostgreSQL's archiver (0: unknown); its process title
+	// tells which file it is archiving.
+	ArchiverPID int
+}
+
+// archiving is the file the archiver's process title says it is
+// archiving, "" when it does not say.
+func (m *Marking) archiving() string {
+	if m.ArchiverPID <= 0 {
+		return ""
+	}
+	title, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", m.ArchiverPID))
+	if err != nil {
+		return ""
+	}
+	return archivingIn(string(title))
+}
+
+// archivingIn reads the file name out of an archiver's process title
+// ("postgres: archiver archiving NAME", possibly with the cluster name
+// after "postgres:", and padded with NULs or blanks); "" if it names none.
+func archivingIn(title string) string {
+	if !strings.HasPrefix(title, "postgres:") {
+		return ""
+	}
+	_, rest, ok := strings.Cut(title, " archiver ")
+	if !ok {
+		return ""
+	}
+	// PostgreSQL 12 pads the process's name with blanks.
+	if rest, ok = strings.CutPrefix(strings.TrimLeft(rest, " "), "archiving "); !ok {
+		return ""
+	}
+	if i := strings.IndexAny(rest, "\x00 "); i >= 0 {
+		rest = rest[:i]
+	}
+	return rest
+}
+
+// markable reports whether name is a ready segment that is neither the
+// newest one nor busy, the file the archiver is archiving; with busy
+// unknown (""), not the oldest ready segment either.
+func markable(walDir, name, busy string) bool {
+	if name == busy {
+		return false
+	}
+	entries, err := os.ReadDir(filepath.Join(walDir, "archive_status"))
+	if err != nil {
+		return false
+	}
+	var ready, lower, higher bool
+	for _, e := range entries {
+		seg, ok := strings.CutSuffix(e.Name(), ".ready")
+		if !ok {
+			continue
+		}
+		if k, err := wal.Classify(seg); err != nil || k != wal.KindSegment {
+			continue
+		}
+		switch {
+		case seg == name:
+			ready = true
+		case seg < name:
+			lower = true
+		default:
+			higher = true
+		}
+	}
+	return ready && higher && (lower || busy != "")
+}
+
+// markArchived renames the ready file of the segment the pusher stored to
+// .done, if the segment file is still the one it read (id), and removes
+// its record, which no call will consume. Nothing is lost if the rename
+// does not survive a crash: PostgreSQL archives the segment again.
+func markArchived(walDir, name string, id fileID) bool {
+	fi, err := os.Stat(filepath.Join(walDir, name))
+	if err != nil {
+		return false
+	}
+	if now, ok := idOf(fi); !ok || now != id {
+		return false
+	}
+	status := filepath.Join(walDir, "archive_status", name)
+	if os.Rename(status+".ready", status+".done") != nil {
+		return false
+	}
+	os.Remove(recordPath(walDir, name))
+	return true
 }
 
 func pusherRunning(walDir string) bool { return lockHeld(PusherLock(walDir)) }

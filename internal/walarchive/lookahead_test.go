@@ -168,7 +168,7 @@ func TestPushAheadUploadsAndRecords(t *testing.T) {
 		os.WriteFile(filepath.Join(walDir, "archive_status", n+".ready"), nil, 0o600)
 	}
 	tag := RepoTag("file://" + filepath.Join(root, "repo"))
-	if err := PushAhead(ctx, r, tag, walDir, names[0], 3); err != nil {
+	if err := PushAhead(ctx, r, tag, walDir, names[0], 3, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(recordPath(walDir, names[0])); err == nil {
