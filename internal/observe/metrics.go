@@ -99,7 +99,7 @@ var (
 	descSlot         = gaugeDesc("pgkeep_slot_retained_wal_bytes", "WAL the agent's replication slot makes the server keep in pg_wal (the server's WAL position minus the slot's restart_lsn).")
 	descArchFailed   = counterDesc("pgkeep_archiver_failed_total", "Failed archive_command runs PostgreSQL counted (pg_stat_archiver.failed_count, since its statistics were last reset).")
 	descArchFailing  = gaugeDesc("pgkeep_archiver_failing", "1 if PostgreSQL's archiver's last attempt failed (no WAL after it is archived), else 0.")
-	descArchArchived = counterDesc("pgkeep_archiver_archived_total", "WAL files PostgreSQL's archiver archived (pg_stat_archiver.archived_count).")
+	descArchArchived = counterDesc("pgkeep_archiver_archived_total", "WAL files PostgreSQL's archiver archived (pg_stat_archiver.archived_count; segments the look-ahead pusher marked archived itself are not counted).")
 	descServerUp     = gaugeDesc("pgkeep_server_up", "1 if the database server was reached for the last snapshot, else 0.")
 	descConnected    = gaugeDesc("pgkeep_streaming_connected", "1 while the agent streams from the server, else 0.")
 	descStreamLSN    = gaugeDesc("pgkeep_streamed_lsn_bytes", "End of the WAL the agent has durably stored (what it reports to the server as flushed), as an LSN.")

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -77,6 +78,8 @@ type Store struct {
 	cfg    Config
 	client *s3.Client
 	where  string
+	// upload are the options of uploads (PutObject, UploadPart).
+	upload []func(*s3.Options)
 }
 
 var _ storage.Storage = (*Store)(nil)
@@ -152,7 +155,28 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
 	})
-	return &Store{cfg: cfg, client: client, where: location(cfg, awsCfg)}, nil
+	st := &Store{cfg: cfg, client: client, where: location(cfg, awsCfg)}
+	if ep := endpointOf(cfg, awsCfg); ep == "" || strings.HasPrefix(strings.ToLower(ep), "https://") {
+		// Over TLS, uploads are signed with UNSIGNED-PAYLOAD instead of
+		// the body's SHA-256, which the client would compute and the store
+		// verify, each a pass over every byte: TLS already protects the
+		// body in transit, its Content-MD5 is still checked by the store,
+		// and pgkeep checks its own checksums on every read. Over plain
+		// HTTP the signature keeps covering the body.
+		st.upload = []func(*s3.Options){s3.WithAPIOptions(v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware)}
+	}
+	return st, nil
+}
+
+// endpointOf is the endpoint URL the client uses, "" for AWS's own.
+func endpointOf(cfg Config, awsCfg aws.Config) string {
+	endpoint := cfg.Endpoint
+	for _, e := range []string{os.Getenv("AWS_ENDPOINT_URL_S3"), aws.ToString(awsCfg.BaseEndpoint)} {
+		if endpoint == "" {
+			endpoint = e
+		}
+	}
+	return endpoint
 }
 
 // credentialsProvider marks the failures of the standard credential chain
@@ -180,13 +204,7 @@ func location(cfg Config, awsCfg aws.Config) string {
 	if cfg.Prefix != "" {
 		where += "/" + cfg.Prefix
 	}
-	endpoint := cfg.Endpoint
-	for _, e := range []string{os.Getenv("AWS_ENDPOINT_URL_S3"), aws.ToString(awsCfg.BaseEndpoint)} {
-		if endpoint == "" {
-			endpoint = e
-		}
-	}
-	if endpoint != "" {
+	if endpoint := endpointOf(cfg, awsCfg); endpoint != "" {
 		where += " (endpoint " + endpointHost(endpoint) + ")"
 	}
 	return where
@@ -256,7 +274,7 @@ func (s *Store) Put(ctx context.Context, key string, body io.Reader, size int64)
 		ContentLength: aws.Int64(size),
 		ContentMD5:    aws.String(sum),
 		IfNoneMatch:   aws.String("*"),
-	})
+	}, s.upload...)
 	if err != nil {
 		return s.explainDrop(ctx, key, k, s.putError(ctx, "storing", key, k, err))
 	}
@@ -441,7 +459,7 @@ func (s *Store) uploadParts(ctx context.Context, key, k, uploadID string, body i
 				Bucket: aws.String(s.cfg.Bucket), Key: aws.String(k), UploadId: aws.String(uploadID),
 				PartNumber: aws.Int32(int32(i + 1)), Body: part, ContentLength: aws.Int64(n),
 				ContentMD5: aws.String(sum),
-			})
+			}, s.upload...)
 			if err != nil {
 				return s.classify(fmt.Sprintf("uploading part %d of %d of", i+1, nparts), key, err)
 			}
