@@ -284,7 +284,7 @@ func (a *app) newWalPrefetchCmd() *cobra.Command {
 }
 
 // markArchivedCheck is what lets the look-ahead pusher mark a segment
-// archived (walarchive.PushAhead's mayMark): the server still has the
+// archived (walarchive.Marking.Allowed): the server still has the
 // archive_command it had when the pusher began, one that is pgkeep
 // wal-push alone, read over a connection held for the pusher's life (a
 // lost connection, a server restart that may bring another environment,

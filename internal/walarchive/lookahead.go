@@ -123,10 +123,10 @@ func WaitPushed(path, tag string, timeout time.Duration) bool {
 	deadline := began.Add(timeout)
 	for {
 		pushed, skipped := checkRecord(path, tag)
-		if pushed || markedDone(path) {
+		if pushed {
 			return true
 		}
-		if skipped || !pusherRunning(walDir) || time.Now().After(deadline) {
+		if skipped || markedDone(path) || !pusherRunning(walDir) || time.Now().After(deadline) {
 			return false
 		}
 		// Every 2 ms at first; a call the pusher puts off (see
@@ -372,13 +372,16 @@ func pushAheadOne(ctx context.Context, r *repo.Repo, id *repo.Identity, walDir, 
 //     the segments PostgreSQL archived itself.
 //
 // If the archiver nevertheless picked the segment a moment before the
-// rename, its call finds the record or the identical archived copy and
-// succeeds, and PostgreSQL logs a warning that the ready file was gone.
+// rename, its call finds no record (markArchived removes it) but the
+// segment marked done, stops waiting, and pushes it itself: the archived
+// copy is identical, so that succeeds; PostgreSQL then logs a warning that
+// the ready file was gone.
 
 // markedDone reports whether the segment at path is marked archived
-// (NAME.done, no NAME.ready): the pusher marked it after the archiver had
-// already picked it (see markArchived), since the archiver itself marks
-// a segment only once this call has returned.
+// (NAME.done, no NAME.ready): no record will come for it, so a call that
+// waits for one stops. That is not proof of anything in the call's own
+// repository (a wal-push run by hand may name another): the call pushes
+// the segment itself.
 func markedDone(path string) bool {
 	status := filepath.Join(filepath.Dir(path), "archive_status", filepath.Base(path))
 	if _, err := os.Stat(status + ".ready"); !errors.Is(err, os.ErrNotExist) {

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 func TestArchivingIn(t *testing.T) {
@@ -76,9 +77,28 @@ func TestMarkable(t *testing.T) {
 	if _, err := os.Stat(recordPath(walDir, segs[1])); err == nil {
 		t.Fatal("record left after marking")
 	}
-	// A call the archiver had started for it sees the mark.
-	if !markedDone(filepath.Join(walDir, segs[1])) || !WaitPushed(filepath.Join(walDir, segs[1]), "tag", 0) {
-		t.Fatal("a call for a marked segment does not succeed")
+	// A call the archiver had started for it sees the mark and stops
+	// waiting, but does not take it for proof: it pushes the segment
+	// itself (a call by hand may name another repository).
+	if !markedDone(filepath.Join(walDir, segs[1])) {
+		t.Fatal("markedDone after marking")
+	}
+	os.WriteFile(PusherLock(walDir), nil, 0o600)
+	l, ok, err := tryLock(PusherLock(walDir))
+	if err != nil || !ok {
+		t.Fatalf("taking the pusher's lock: %v %v", ok, err)
+	}
+	defer l.release()
+	began := time.Now()
+	if WaitPushed(filepath.Join(walDir, segs[2]), "tag", 100*time.Millisecond) || time.Since(began) < 100*time.Millisecond {
+		t.Fatal("a call for a ready segment did not wait for the running pusher")
+	}
+	began = time.Now()
+	if WaitPushed(filepath.Join(walDir, segs[1]), "tag", 5*time.Second) {
+		t.Fatal("a call for a marked segment took the mark for an upload to its repository")
+	}
+	if time.Since(began) > time.Second {
+		t.Fatal("a call for a marked segment waited for a record that will not come")
 	}
 	if markedDone(filepath.Join(walDir, segs[2])) {
 		t.Fatal("markedDone for a ready segment")
