@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -185,11 +186,13 @@ func repoTag(cfg *config.Config) string {
 // startPushAhead launches a detached pgkeep wal-push-ahead for the ready
 // segments after the one being pushed. It outlives this wal-push.
 // With archiver, the pid of PostgreSQL's archiver that ran this call (0:
-// none), the pusher may mark segments archived.
+// none), the pusher may mark segments archived; it is given this call's
+// arguments, to check that the server's archive_command is the one that
+// ran it.
 func startPushAhead(cfg *config.Config, walDir, after string, uploads int, archiver int) {
 	args := []string{"--wal-dir", walDir, "--after", after, "--workers=" + strconv.Itoa(uploads)}
 	if archiver > 0 {
-		args = append(args, "--mark-done-for="+strconv.Itoa(archiver))
+		args = append(args, "--mark-done-for="+strconv.Itoa(archiver), "--mark-done-call="+strings.Join(os.Args, argSep))
 	}
 	args = append(args, "--wal-compression="+cfg.WALCompression.String())
 	if cfg.AgeRecipients != "" {
@@ -219,7 +222,7 @@ func spawnDetached(cfg *config.Config, sub string, args ...string) {
 }
 
 func (a *app) newWalPushAheadCmd() *cobra.Command {
-	var walDir, after string
+	var walDir, after, call string
 	var archiver int
 	cmd := &cobra.Command{
 		Use:    "wal-push-ahead",
@@ -233,12 +236,13 @@ func (a *app) newWalPushAheadCmd() *cobra.Command {
 			}
 			var mark *walarchive.Marking
 			if archiver > 0 {
-				mark = &walarchive.Marking{Allowed: a.markArchivedCheck(cmd.Context(), cfg, walDir), ArchiverPID: archiver}
+				mark = &walarchive.Marking{Allowed: a.markArchivedCheck(cmd.Context(), cfg, walDir, strings.Split(call, argSep)), ArchiverPID: archiver}
 			}
 			return walarchive.PushAhead(cmd.Context(), r, repoTag(cfg), walDir, after, cfg.Workers, mark)
 		},
 	}
 	cmd.Flags().IntVar(&archiver, "mark-done-for", 0, "pid of the PostgreSQL archiver whose call started this pusher: mark the segments stored archived while archive_command is wal-push alone")
+	cmd.Flags().StringVar(&call, "mark-done-call", "", "the arguments of that call, separated by \\x1f")
 	cmd.Flags().StringVar(&walDir, "wal-dir", "", "the pg_wal directory")
 	cmd.Flags().StringVar(&after, "after", "", "the segment being pushed by PostgreSQL's call")
 	return cmd
@@ -286,12 +290,12 @@ func (a *app) newWalPrefetchCmd() *cobra.Command {
 // markArchivedCheck is what lets the look-ahead pusher mark a segment
 // archived (walarchive.Marking.Allowed): the server still has the
 // archive_command it had when the pusher began, one that is pgkeep
-// wal-push alone, read over a connection held for the pusher's life (a
+// wal-push alone and ran the call that started the pusher, read over a connection held for the pusher's life (a
 // lost connection, a server restart that may bring another environment,
 // ends the marking); and the config file the calls read has not changed
 // since. Until the server has answered (or when it cannot be asked) it
 // reports false.
-func (a *app) markArchivedCheck(ctx context.Context, cfg *config.Config, walDir string) func(context.Context) bool {
+func (a *app) markArchivedCheck(ctx context.Context, cfg *config.Config, walDir string, callArgs []string) func(context.Context) bool {
 	exe := "pgkeep"
 	if self, err := os.Executable(); err == nil {
 		exe = filepath.Base(self)
@@ -302,7 +306,7 @@ func (a *app) markArchivedCheck(ctx context.Context, cfg *config.Config, walDir 
 	var mu sync.Mutex
 	var w *pgstat.CommandWatch
 	go func() {
-		cw, err := pgstat.WatchArchiveCommand(ctx, filepath.Dir(walDir), exe)
+		cw, err := pgstat.WatchArchiveCommand(ctx, filepath.Dir(walDir), exe, callArgs)
 		if err != nil {
 			return
 		}
@@ -317,6 +321,9 @@ func (a *app) markArchivedCheck(ctx context.Context, cfg *config.Config, walDir 
 		return w != nil && a.configStamp(cfg) == stamp && w.Unchanged(ctx)
 	}
 }
+
+// argSep separates a wal-push call's arguments in --mark-done-call.
+const argSep = "\x1f"
 
 // configStamp identifies the config file wal-push calls read (the one
 // named, else the default, present or not).

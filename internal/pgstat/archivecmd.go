@@ -29,12 +29,85 @@ import (
 // subshells. exe is the base name this binary runs under (besides
 // "pgkeep"). Anything it cannot parse with certainty is not sole.
 func SoleWalPush(command, exe string) bool {
-	if strings.ContainsAny(command, ";&|<>()`$\\\n\r{}") {
+	_, _, ok := parseWalPush(command, exe)
+	return ok
+}
+
+// RunsAs reports whether command (one SoleWalPush accepts) is the command
+// that ran the wal-push call whose arguments were callArgs (os.Args) in an
+// environment env: the same words once PostgreSQL has put the file's path
+// in for %p (and its name for %f), and the same values for the variables
+// the command assigns. A pusher started by that call marks segments only
+// while the server's command is that one: another command, even another
+// sole wal-push, may name another repository.
+func RunsAs(command, exe string, callArgs []string, env func(string) string) bool {
+	assign, argv, ok := parseWalPush(command, exe)
+	if !ok || len(argv) != len(callArgs) || filepath.Base(argv[0]) != filepath.Base(callArgs[0]) {
 		return false
+	}
+	for _, a := range assign {
+		name, value, _ := strings.Cut(a, "=")
+		if env(name) != value {
+			return false
+		}
+	}
+	path := ""
+	for i, w := range argv {
+		if pre, post, ok := strings.Cut(w, "%p"); ok && !strings.ContainsAny(pre+post, "%") {
+			arg := callArgs[i]
+			if len(arg) < len(pre)+len(post) || !strings.HasPrefix(arg, pre) || !strings.HasSuffix(arg, post) {
+				return false
+			}
+			path = arg[len(pre) : len(arg)-len(post)]
+			break
+		}
+	}
+	if path == "" {
+		return false
+	}
+	for i := 1; i < len(argv); i++ {
+		if substitute(argv[i], path) != callArgs[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// substitute does what PostgreSQL does to archive_command: %p becomes the
+// path, %f the file name, %% a percent sign, left to right.
+func substitute(w, path string) string {
+	var b strings.Builder
+	for i := 0; i < len(w); i++ {
+		if w[i] == '%' && i+1 < len(w) {
+			switch w[i+1] {
+			case 'p':
+				b.WriteString(path)
+				i++
+				continue
+			case 'f':
+				b.WriteString(filepath.Base(path))
+				i++
+				continue
+			case '%':
+				b.WriteByte('%')
+				i++
+				continue
+			}
+		}
+		b.WriteByte(w[i])
+	}
+	return b.String()
+}
+
+// parseWalPush splits a sole wal-push command into its variable
+// assignments and its words from the program on.
+func parseWalPush(command, exe string) (assign, argv []string, ok bool) {
+	if strings.ContainsAny(command, ";&|<>()`$\\\n\r{}") {
+		return nil, nil, false
 	}
 	words, ok := shellWords(command)
 	if !ok {
-		return false
+		return nil, nil, false
 	}
 	i := 0
 	if i < len(words) && words[i] == "exec" {
@@ -43,27 +116,28 @@ func SoleWalPush(command, exe string) bool {
 	if i < len(words) && filepath.Base(words[i]) == "env" {
 		i++
 		if i < len(words) && strings.HasPrefix(words[i], "-") {
-			return false // env's options change more than the environment
+			return nil, nil, false // env's options change more than the environment
 		}
 	}
 	for i < len(words) && isAssignment(words[i]) {
+		assign = append(assign, words[i])
 		i++
 	}
 	if i+1 >= len(words) {
-		return false
+		return nil, nil, false
 	}
 	if prog := filepath.Base(words[i]); prog != "pgkeep" && prog != exe {
-		return false
+		return nil, nil, false
 	}
 	if words[i+1] != "wal-push" {
-		return false
+		return nil, nil, false
 	}
 	for _, w := range words[i+2:] {
 		if strings.Contains(w, "%p") {
-			return true
+			return assign, words[i:], true
 		}
 	}
-	return false
+	return nil, nil, false
 }
 
 // shellWords splits s into words at blanks, honouring single and double
@@ -172,9 +246,10 @@ type CommandWatch struct {
 // WatchArchiveCommand connects to the server running on pgdata through
 // the Unix socket its postmaster.pid names (as this OS user, with the
 // libpq environment's password settings), and succeeds only when the
-// server's archive_command is one that SoleWalPush accepts and no
-// archive_library is set.
-func WatchArchiveCommand(ctx context.Context, pgdata, exe string) (*CommandWatch, error) {
+// server's archive_command is one that SoleWalPush accepts, no
+// archive_library is set, and the command is the one that ran the call
+// with callArgs (see RunsAs; this process's environment is the call's).
+func WatchArchiveCommand(ctx context.Context, pgdata, exe string, callArgs []string) (*CommandWatch, error) {
 	sock, port, err := socketOf(pgdata)
 	if err != nil {
 		return nil, err
@@ -208,6 +283,10 @@ func WatchArchiveCommand(ctx context.Context, pgdata, exe string) (*CommandWatch
 	if !SoleWalPush(cmd, exe) {
 		w.Close()
 		return nil, fmt.Errorf("archive_command %q is not pgkeep wal-push alone", cmd)
+	}
+	if !RunsAs(cmd, exe, callArgs, os.Getenv) {
+		w.Close()
+		return nil, fmt.Errorf("archive_command %q is not the command of the call that started this pusher", cmd)
 	}
 	w.want, w.ok = cmd, true
 	return w, nil

@@ -49,3 +49,30 @@ func TestShellWords(t *testing.T) {
 		}
 	}
 }
+
+func TestRunsAs(t *testing.T) {
+	env := map[string]string{"PGKEEP_REPO": "file:///r"}
+	getenv := func(k string) string { return env[k] }
+	call := []string{"/usr/bin/pgkeep", "wal-push", "--repo", "s3://b/p", "pg_wal/000000010000000000000003"}
+	for _, tc := range []struct {
+		cmd  string
+		call []string
+		want bool
+	}{
+		{"pgkeep wal-push --repo s3://b/p %p", call, true},
+		{`/usr/bin/pgkeep wal-push --repo s3://b/p "%p"`, call, true},
+		{"pgkeep wal-push --repo s3://b/other %p", call, false},            // another repository
+		{"pgkeep wal-push --repo s3://b/p --look-ahead 8 %p", call, false}, // other words
+		{"pgkeep wal-push %p", call, false},
+		{"PGKEEP_REPO=file:///r pgkeep wal-push %p", []string{"pgkeep", "wal-push", "pg_wal/X"}, true},
+		{"PGKEEP_REPO=file:///other pgkeep wal-push %p", []string{"pgkeep", "wal-push", "pg_wal/X"}, false},
+		{"pgkeep wal-push --verbose %p", []string{"pgkeep", "wal-push", "--verbose", "pg_wal/X"}, true},
+		{"pgkeep wal-push --pgdata=/d%% %p", []string{"pgkeep", "wal-push", "--pgdata=/d%", "pg_wal/X"}, true},
+		{"pgkeep wal-push --pgdata=/d%% %p", []string{"pgkeep", "wal-push", "--pgdata=/d%%", "pg_wal/X"}, false},
+		{"pgkeep wal-push %p && true", []string{"pgkeep", "wal-push", "pg_wal/X"}, false},
+	} {
+		if got := RunsAs(tc.cmd, "pgkeep", tc.call, getenv); got != tc.want {
+			t.Errorf("RunsAs(%q, %q) = %v, want %v", tc.cmd, tc.call, got, tc.want)
+		}
+	}
+}
