@@ -51,7 +51,15 @@ Pushing a file that is already archived with identical content succeeds, so
 PostgreSQL can safely retry. A different file under an archived name is
 refused and nothing is overwritten; so is a file from another cluster than
 the one the repository belongs to. Segments, .partial segments, .backup and
-.history files are all accepted.`,
+.history files are all accepted.
+
+When PostgreSQL has a backlog, wal-push uploads the ready segments after
+its own in the background (--look-ahead). When archive_command is this
+wal-push alone, that background upload also marks the segments it stored
+archived (archive_status/NAME.done, as PostgreSQL does after a successful
+call), so PostgreSQL starts no call for them; with anything else in the
+command (say "... && cp %p /standby/%f"), every segment still gets its call.
+--mark-done=false turns the marking off.`,
 		Example: `  pgkeep wal-push --repo s3://bucket/prod pg_wal/000000010000000000000001`,
 		Args:    exactArgs(1, "the path of one WAL file"),
 		RunE: func(cmd *cobra.Command, args []string) error {
