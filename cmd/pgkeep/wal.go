@@ -333,13 +333,11 @@ func (a *app) markArchivedCheck(ctx context.Context, cfg *config.Config, walDir 
 // argSep separates a wal-push call's arguments in --mark-done-call.
 const argSep = "\x1f"
 
-// configStamp identifies the config file wal-push calls read (the one
-// named, else the default, present or not).
+// configStamp identifies the config file wal-push calls read: the one
+// config.Load read, else the default, which calls would read once it
+// appears (with no file read, neither --config nor PGKEEP_CONFIG named one).
 func (a *app) configStamp(cfg *config.Config) string {
 	path := cfg.File
-	if path == "" {
-		path = a.env("PGKEEP_CONFIG")
-	}
 	if path == "" {
 		path = config.DefaultFile
 	}
