@@ -298,10 +298,10 @@ func (a *app) newWalPrefetchCmd() *cobra.Command {
 // markArchivedCheck is what lets the look-ahead pusher mark a segment
 // archived (walarchive.Marking.Allowed): the server still has the
 // archive_command it had when the pusher began, one that is pgkeep
-// wal-push alone and ran the call that started the pusher, read over a connection held for the pusher's life (a
-// lost connection, a server restart that may bring another environment,
-// ends the marking); and the config file the calls read has not changed
-// since. Until the server has answered (or when it cannot be asked) it
+// wal-push alone and ran the call that started the pusher, read over a
+// connection held for the pusher's life (a lost connection, a server
+// restart that may bring another environment, ends the marking); and the
+// config file the calls read has not changed since. Until the server has answered (or when it cannot be asked) it
 // reports false.
 func (a *app) markArchivedCheck(ctx context.Context, cfg *config.Config, walDir string, callArgs []string) func(context.Context) bool {
 	exe := "pgkeep"
