@@ -157,7 +157,8 @@ func TestSchedulerSetPlan(t *testing.T) {
 	}
 	s.SetPlan(Plan{Verify: mustSchedule(t, "1s"), VerifyWork: func(context.Context) (string, error) { n.Add(1); return "fine", nil }})
 	deadline := time.Now().Add(5 * time.Second)
-	for n.Load() < 1 && time.Now().Before(deadline) {
+	// The work runs before its result is logged: wait for both.
+	for (n.Load() < 1 || !strings.Contains(log.String(), "verify ok")) && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if n.Load() < 1 || !strings.Contains(log.String(), "verify ok") {
