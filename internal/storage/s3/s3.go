@@ -2,8 +2,9 @@
 // store (MinIO, Ceph, R2, ...), through aws-sdk-go-v2.
 //
 // Writes are conditional (If-None-Match: *), so an existing object is
-// never replaced, and carry a Content-MD5, so a body damaged in transit is
-// refused by the store. Objects larger than one part go up as a multipart
+// never replaced, and carry a checksum of the body (a CRC32C, or a
+// Content-MD5 where the store does not check that: checksum.go), so a body
+// damaged in transit is refused by the store. Objects larger than one part go up as a multipart
 // upload, several parts at a time, completed with the same condition and
 // aborted on any failure; S3 never lists an incomplete upload. The SDK's
 // own retries are off: retrying is storage.NewRetrying's job, and this
@@ -13,7 +14,9 @@ package s3
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +25,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -80,6 +84,9 @@ type Store struct {
 	where  string
 	// upload are the options of uploads (PutObject, UploadPart).
 	upload []func(*s3.Options)
+	// md5Only: the store answered an upload without echoing its CRC32C,
+	// so uploads carry a Content-MD5 instead (checksum.go).
+	md5Only atomic.Bool
 }
 
 var _ storage.Storage = (*Store)(nil)
@@ -148,9 +155,9 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		if cfg.Endpoint != "" {
 			o.BaseEndpoint = aws.String(cfg.Endpoint)
 		}
-		// Checksums only where the operation needs them: S3-compatible
-		// stores differ in what trailing checksums they accept. Every
-		// upload carries a Content-MD5 instead, and pgkeep checksums
+		// No checksums computed by the SDK: S3-compatible stores differ
+		// in what trailing checksums they accept. Every upload carries a
+		// checksum pgkeep computes (checksum.go), and pgkeep checksums
 		// content itself (checked on read).
 		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
@@ -235,7 +242,8 @@ func (s *Store) key(key string) (string, error) {
 }
 
 // Put uploads the object with If-None-Match: *, so an existing object is
-// never replaced, and a Content-MD5 for each request. Objects larger than
+// never replaced, and a checksum of the body for each request (CRC32C,
+// else Content-MD5: checksum.go). Objects larger than
 // PartSize go up in parts, Concurrency at a time; the multipart upload is
 // aborted on any failure, including a cancelled ctx.
 //
@@ -252,11 +260,17 @@ func (s *Store) Put(ctx context.Context, key string, body io.Reader, size int64)
 	if size > s.cfg.PartSize {
 		return s.putMultipart(ctx, key, k, body, size)
 	}
+	// The body's checksum, which the store checks (checksum.go).
+	useMD5 := s.md5Only.Load()
+	sumSeeker, sumBytes := crc32cBase64Seeker, crc32cBase64
+	if useMD5 {
+		sumSeeker, sumBytes = md5Base64Seeker, md5Base64
+	}
 	var payload io.ReadSeeker
 	var sum string
 	if br, start, ok := wholeReader(body, size); ok {
 		sec := io.NewSectionReader(br, start, size)
-		if sum, err = md5Base64Seeker(sec); err != nil {
+		if sum, err = sumSeeker(sec); err != nil {
 			return fmt.Errorf("storing %s: %w", key, err)
 		}
 		payload = sec
@@ -265,20 +279,55 @@ func (s *Store) Put(ctx context.Context, key string, body io.Reader, size int64)
 		if err != nil {
 			return fmt.Errorf("storing %s: %w", key, err)
 		}
-		payload, sum = bytes.NewReader(data), md5Base64(data)
+		payload, sum = bytes.NewReader(data), sumBytes(data)
 	}
-	_, err = s.client.PutObject(ctx, &s3.PutObjectInput{
+	in := &s3.PutObjectInput{
 		Bucket:        aws.String(s.cfg.Bucket),
 		Key:           aws.String(k),
 		Body:          payload,
 		ContentLength: aws.Int64(size),
-		ContentMD5:    aws.String(sum),
 		IfNoneMatch:   aws.String("*"),
-	}, s.upload...)
+	}
+	if useMD5 {
+		in.ContentMD5 = aws.String(sum)
+	} else {
+		in.ChecksumCRC32C = aws.String(sum)
+	}
+	out, err := s.client.PutObject(ctx, in, s.upload...)
 	if err != nil {
 		return s.explainDrop(ctx, key, k, s.putError(ctx, "storing", key, k, err))
 	}
+	if !useMD5 && aws.ToString(out.ChecksumCRC32C) != sum {
+		if err := s.unchecked(key, payload, aws.ToString(out.ETag)); err != nil {
+			return err
+		}
+	}
 	consume(body)
+	return nil
+}
+
+// unchecked handles an upload whose answer did not echo the CRC32C sent
+// with it: the store did not check it. Later uploads carry a Content-MD5
+// instead; this one is checked by its ETag where that is the body's MD5.
+// A mismatch is a transient error: the retry finds the object there and
+// compares its content (repo.PutEncodedAt), so a damaged copy is reported,
+// never taken for the file.
+func (s *Store) unchecked(key string, payload io.ReadSeeker, etag string) error {
+	s.md5Only.Store(true)
+	want, ok := plainETag(etag)
+	if !ok {
+		return nil
+	}
+	if _, err := payload.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("storing %s: %w", key, err)
+	}
+	h := md5.New()
+	if _, err := io.Copy(h, payload); err != nil {
+		return fmt.Errorf("storing %s: %w", key, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != want {
+		return fmt.Errorf("storing %s: the store at %s did not check the body's CRC32C, and its ETag %s is not the MD5 of what was sent (%s): the stored copy may be damaged", key, s.where, want, got)
+	}
 	return nil
 }
 
@@ -652,11 +701,12 @@ func details(err error) (code string, status int, header http.Header) {
 }
 
 // transientCodes are S3 error codes worth retrying whatever their status:
-// RequestTimeout, IncompleteBody and BadDigest (400) come from a
-// connection that stalled or damaged the body.
+// RequestTimeout, IncompleteBody, BadDigest and the checksum mismatches
+// (400) come from a connection that stalled or damaged the body.
 var transientCodes = map[string]bool{
 	"RequestTimeout": true, "IncompleteBody": true, "BadDigest": true, "XAmzContentSHA256Mismatch": true,
-	"InternalError": true, "ServiceUnavailable": true, "SlowDown": true, "Throttling": true,
+	"XAmzContentChecksumMismatch": true,
+	"InternalError":               true, "ServiceUnavailable": true, "SlowDown": true, "Throttling": true,
 	"ThrottlingException": true, "RequestThrottled": true, "OperationAborted": true,
 }
 
