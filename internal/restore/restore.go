@@ -814,28 +814,35 @@ func quoteConf(v string) string {
 	return "'" + strings.ReplaceAll(v, "'", "''") + "'"
 }
 
-// syncTree flushes every restored file and directory to disk: an fsync
-// of each, many at a time. Writeback already started while the data was
-// written (sync_file_range), so most fsyncs only wait for the journal.
+// syncTree flushes every restored file and directory to disk, in two
+// passes over them, many at a time. The first gives each to the owner (if
+// any; symlinks too, with lchown) and starts the writeback of all its data
+// (sync_file_range, as PostgreSQL's own fsync of a data directory does
+// first): the writes of every file then go to the device together, instead
+// of one fsync's worth after another. The second fsyncs each, which now
+// mostly waits for writes already under way and for the journal. During
+// the download only 8 MiB windows of large files were started, so the
+// files under 8 MiB and the tails were all still dirty here: the first
+// pass took restores of 545 MiB onto a fresh ext4 from 0.84 to 0.80 s
+// (medians of interleaved runs; syncfs would take 0.75, but waits for
+// everything else that is dirty there too). Making each file durable as
+// soon as its last piece was written, during the download, was no faster
+// there: the fsyncs' journal commits slowed the writers as much.
 // Unlike syncfs(2), it never waits for other programs' dirty data on the
 // same file system, which on a busy host can be gigabytes.
-//
-// With an owner, each path is given to it first (symlinks too, with
-// lchown), so that its fsync also makes the owner durable.
 func syncTree(pgdata string, tsMap map[string]string, owner *Owner) error {
 	roots := []string{pgdata}
 	for _, loc := range tsMap {
 		roots = append(roots, loc)
 	}
-	var g errgroup.Group
-	g.SetLimit(syncParallel)
+	var paths []string
 	for _, root := range roots {
 		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
 				return err
 			}
 			if d.Type()&fs.ModeSymlink == 0 {
-				g.Go(func() error { return syncPath(p, owner) })
+				paths = append(paths, p)
 			} else if owner != nil {
 				if err := os.Lchown(p, owner.UID, owner.GID); err != nil {
 					return fmt.Errorf("giving %s to %s: %w", p, owner, err)
@@ -844,30 +851,50 @@ func syncTree(pgdata string, tsMap map[string]string, owner *Owner) error {
 			return nil
 		})
 		if err != nil {
-			g.Wait()
 			return fmt.Errorf("syncing restored files: %w", err)
 		}
 	}
-	return g.Wait()
-}
-
-// syncParallel is how many fsyncs run at once: the device and the
-// journal batch concurrent ones.
-const syncParallel = 16
-
-func syncPath(p string, owner *Owner) error {
-	fh, err := os.Open(p)
-	if err != nil {
-		return fmt.Errorf("syncing %s: %w", p, err)
-	}
-	defer fh.Close()
-	if owner != nil {
-		if err := fh.Chown(owner.UID, owner.GID); err != nil {
-			return fmt.Errorf("giving %s to %s: %w", p, owner, err)
+	for _, pass := range []func(*os.File) error{
+		func(fh *os.File) error { return startSync(fh, owner) },
+		func(fh *os.File) error { return fh.Sync() },
+	} {
+		var g errgroup.Group
+		g.SetLimit(syncParallel)
+		for _, p := range paths {
+			g.Go(func() error {
+				fh, err := os.Open(p)
+				if err != nil {
+					return fmt.Errorf("syncing %s: %w", p, err)
+				}
+				defer fh.Close()
+				if err := pass(fh); err != nil {
+					return fmt.Errorf("syncing %s: %w", p, err)
+				}
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return err
 		}
 	}
-	if err := fh.Sync(); err != nil {
-		return fmt.Errorf("syncing %s: %w", p, err)
+	return nil
+}
+
+// syncParallel is how many files each pass of syncTree works on at once:
+// the device and the journal batch concurrent fsyncs.
+const syncParallel = 16
+
+// startSync gives fh to owner (if not nil) and starts the writeback of all
+// its data. Where sync_file_range is refused (not every file system has
+// it), the fsync alone does the work.
+func startSync(fh *os.File, owner *Owner) error {
+	if owner != nil {
+		if err := fh.Chown(owner.UID, owner.GID); err != nil {
+			return fmt.Errorf("giving it to %s: %w", owner, err)
+		}
+	}
+	if st, err := fh.Stat(); err == nil && st.Mode().IsRegular() && st.Size() > 0 {
+		unix.SyncFileRange(int(fh.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
 	}
 	return nil
 }
