@@ -3,7 +3,6 @@ package s3
 import (
 	"crypto/md5"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/hex"
 	"hash"
 	"hash/crc32"
@@ -23,35 +22,24 @@ import (
 // Store then sends Content-MD5, which every S3 store checks, from the next
 // upload on, and checks this one's ETag (the MD5 of the body, for a
 // single-request upload without KMS encryption) against the body's MD5.
+// A store that refuses the header itself (400 or 501) gets the same upload
+// again with a Content-MD5, and Content-MD5 from then on.
 // Parts of a multipart upload carry a Content-MD5 as before (a per-part
 // CRC32C would have to be declared when the upload is created and repeated
 // at its completion, which stores implement unevenly).
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// md5Base64 is the Content-MD5 header value of b: the store refuses a body
-// that changed in transit (BadDigest).
-func md5Base64(b []byte) string {
-	sum := md5.Sum(b)
-	return base64.StdEncoding.EncodeToString(sum[:])
-}
-
-// crc32cBase64 is the x-amz-checksum-crc32c header value of b.
-func crc32cBase64(b []byte) string {
-	var sum [4]byte
-	binary.BigEndian.PutUint32(sum[:], crc32.Checksum(b, castagnoli))
-	return base64.StdEncoding.EncodeToString(sum[:])
-}
-
-// md5Base64Seeker is md5Base64 over what r holds from its current
-// position; r is rewound there afterwards.
+// md5Base64Seeker is the Content-MD5 header value of what r holds from its
+// current position (the store refuses a body that changed in transit:
+// BadDigest); r is rewound there afterwards.
 func md5Base64Seeker(r io.ReadSeeker) (string, error) {
 	sum, err := sumSeeker(r, md5.New())
 	return base64.StdEncoding.EncodeToString(sum), err
 }
 
-// crc32cBase64Seeker is crc32cBase64 over what r holds from its current
-// position; r is rewound there afterwards.
+// crc32cBase64Seeker is the x-amz-checksum-crc32c header value of what r
+// holds from its current position; r is rewound there afterwards.
 func crc32cBase64Seeker(r io.ReadSeeker) (string, error) {
 	sum, err := sumSeeker(r, crc32.New(castagnoli))
 	return base64.StdEncoding.EncodeToString(sum), err

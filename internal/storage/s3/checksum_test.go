@@ -3,10 +3,14 @@ package s3
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
 	"crypto/rand"
 	"crypto/tls"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/pem"
 	"errors"
+	"hash/crc32"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -34,6 +38,7 @@ type checksumProxy struct {
 	damage    bool          // flip a byte of the next PUT's body
 	dropEcho  bool          // answer without x-amz-checksum-crc32c
 	fakeETag  string        // answer with this ETag ("" : MinIO's)
+	refuseCRC bool          // answer 400 to a PUT with a CRC32C, as a store that does not know the header
 	sawDamage bool
 }
 
@@ -65,6 +70,13 @@ func newChecksumProxy(t *testing.T, mc *pgtest.MinIO) (*checksumProxy, Config) {
 		if r.Method == http.MethodPut {
 			p.mu.Lock()
 			p.puts = append(p.puts, r.Header.Clone())
+			if p.refuseCRC && r.Header.Get("X-Amz-Checksum-Crc32c") != "" {
+				p.mu.Unlock()
+				w.Header().Set("Content-Type", "application/xml")
+				w.WriteHeader(http.StatusBadRequest)
+				io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>InvalidArgument</Code><Message>x-amz-checksum-crc32c is not supported</Message></Error>`)
+				return
+			}
 			if p.damage && r.ContentLength > 100 {
 				p.damage, p.sawDamage = false, true
 				r.Body = &flipReader{r: r.Body, at: 50}
@@ -192,6 +204,48 @@ func TestUploadChecksum(t *testing.T) {
 	if !s2.md5Only.Load() {
 		t.Fatal("the store did not switch to Content-MD5")
 	}
+
+	// A store that refuses the CRC32C header: the same upload goes again
+	// with a Content-MD5, and so do the next ones.
+	s3b, err := New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.set(func(p *checksumProxy) { p.fakeETag, p.dropEcho, p.refuseCRC = "", false, true })
+	if err := s3b.Put(ctx, "crc/refused", bytes.NewReader(body), int64(len(body))); err != nil {
+		t.Fatalf("a store refusing the CRC32C header: %v", err)
+	}
+	if h := p.lastPut(t); h.Get("Content-Md5") != md5Base64(body) {
+		t.Fatalf("after a refused CRC32C: Content-MD5 %q, want %q", h.Get("Content-Md5"), md5Base64(body))
+	}
+	if got := getAll(t, s3b, "crc/refused"); !bytes.Equal(got, body) {
+		t.Fatal("read back differs")
+	}
+	p.mu.Lock()
+	before := len(p.puts)
+	p.mu.Unlock()
+	if err := s3b.Put(ctx, "crc/refused2", bytes.NewReader(body[:1000]), 1000); err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	after := len(p.puts)
+	p.mu.Unlock()
+	if after != before+1 {
+		t.Fatalf("after the switch an upload took %d PUTs, want 1", after-before)
+	}
+}
+
+// md5Base64 is the Content-MD5 header value of b.
+func md5Base64(b []byte) string {
+	sum := md5.Sum(b)
+	return base64.StdEncoding.EncodeToString(sum[:])
+}
+
+// crc32cBase64 is the x-amz-checksum-crc32c header value of b.
+func crc32cBase64(b []byte) string {
+	var sum [4]byte
+	binary.BigEndian.PutUint32(sum[:], crc32.Checksum(b, castagnoli))
+	return base64.StdEncoding.EncodeToString(sum[:])
 }
 
 func getAll(t *testing.T, s *Store, key string) []byte {

@@ -260,26 +260,51 @@ func (s *Store) Put(ctx context.Context, key string, body io.Reader, size int64)
 	if size > s.cfg.PartSize {
 		return s.putMultipart(ctx, key, k, body, size)
 	}
-	// The body's checksum, which the store checks (checksum.go).
-	useMD5 := s.md5Only.Load()
-	sumSeeker, sumBytes := crc32cBase64Seeker, crc32cBase64
-	if useMD5 {
-		sumSeeker, sumBytes = md5Base64Seeker, md5Base64
-	}
 	var payload io.ReadSeeker
-	var sum string
 	if br, start, ok := wholeReader(body, size); ok {
-		sec := io.NewSectionReader(br, start, size)
-		if sum, err = sumSeeker(sec); err != nil {
-			return fmt.Errorf("storing %s: %w", key, err)
-		}
-		payload = sec
+		payload = io.NewSectionReader(br, start, size)
 	} else {
 		data, err := readExactly(ctx, body, size)
 		if err != nil {
 			return fmt.Errorf("storing %s: %w", key, err)
 		}
-		payload, sum = bytes.NewReader(data), sumBytes(data)
+		payload = bytes.NewReader(data)
+	}
+	useMD5 := s.md5Only.Load()
+	out, sum, err := s.putObject(ctx, k, payload, size, useMD5)
+	if err != nil && !useMD5 && refusesChecksum(err) {
+		// A store that refuses the CRC32C header itself: this upload
+		// and the next ones carry a Content-MD5 (checksum.go).
+		s.md5Only.Store(true)
+		useMD5 = true
+		out, sum, err = s.putObject(ctx, k, payload, size, true)
+	}
+	if err != nil {
+		return s.explainDrop(ctx, key, k, s.putError(ctx, "storing", key, k, err))
+	}
+	if !useMD5 && aws.ToString(out.ChecksumCRC32C) != sum {
+		if err := s.unchecked(key, payload, aws.ToString(out.ETag)); err != nil {
+			return err
+		}
+	}
+	consume(body)
+	return nil
+}
+
+// putObject sends payload (from its start) with If-None-Match: * and the
+// checksum of its body that the store checks: a CRC32C, or with useMD5 a
+// Content-MD5. It returns the answer and the checksum sent.
+func (s *Store) putObject(ctx context.Context, k string, payload io.ReadSeeker, size int64, useMD5 bool) (*s3.PutObjectOutput, string, error) {
+	if _, err := payload.Seek(0, io.SeekStart); err != nil {
+		return nil, "", err
+	}
+	sumOf := crc32cBase64Seeker
+	if useMD5 {
+		sumOf = md5Base64Seeker
+	}
+	sum, err := sumOf(payload)
+	if err != nil {
+		return nil, "", err
 	}
 	in := &s3.PutObjectInput{
 		Bucket:        aws.String(s.cfg.Bucket),
@@ -294,16 +319,23 @@ func (s *Store) Put(ctx context.Context, key string, body io.Reader, size int64)
 		in.ChecksumCRC32C = aws.String(sum)
 	}
 	out, err := s.client.PutObject(ctx, in, s.upload...)
-	if err != nil {
-		return s.explainDrop(ctx, key, k, s.putError(ctx, "storing", key, k, err))
+	return out, sum, err
+}
+
+// refusesChecksum reports whether err is what a store that does not know
+// the x-amz-checksum-crc32c header may answer: a refusal of the request as
+// such (400 or 501 with one of these codes, or none), not of its
+// credentials, its bucket or a body damaged on the way.
+func refusesChecksum(err error) bool {
+	code, status, _ := details(err)
+	if status != http.StatusBadRequest && status != http.StatusNotImplemented {
+		return false
 	}
-	if !useMD5 && aws.ToString(out.ChecksumCRC32C) != sum {
-		if err := s.unchecked(key, payload, aws.ToString(out.ETag)); err != nil {
-			return err
-		}
+	switch code {
+	case "", "InvalidArgument", "InvalidRequest", "NotImplemented", "InvalidDigest", "UnsupportedHeader":
+		return true
 	}
-	consume(body)
-	return nil
+	return false
 }
 
 // unchecked handles an upload whose answer did not echo the CRC32C sent
