@@ -823,7 +823,7 @@ func quoteConf(v string) string {
 // mostly waits for writes already under way and for the journal. During
 // the download only 8 MiB windows of large files were started, so the
 // files under 8 MiB and the tails were all still dirty here: the first
-// pass took restores of 545 MiB onto a fresh ext4 from 0.84 to 0.80 s
+// pass took restores of 545 MiB onto a fresh ext4 from 0.84 to 0.78 s
 // (medians of interleaved runs; syncfs would take 0.75, but waits for
 // everything else that is dirty there too). Making each file durable as
 // soon as its last piece was written, during the download, was no faster

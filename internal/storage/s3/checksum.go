@@ -14,7 +14,7 @@ import (
 // store checks, so that a body damaged between pgkeep and the store is
 // refused instead of stored. A single-request upload (PutObject: a WAL
 // segment, a backup object) carries a CRC32C (x-amz-checksum-crc32c),
-// which this CPU computes at several GB/s where MD5 runs at about
+// which these CPUs compute at several GB/s where MD5 runs at about
 // 800 MB/s: for a segment's 8 MiB, 10 ms of CPU less on every upload
 // (measured on MinIO over TLS: 47 against 38 ms of machine CPU a PUT).
 // AWS, MinIO and most S3-compatible stores check it and echo it in their
