@@ -835,14 +835,18 @@ func syncTree(pgdata string, tsMap map[string]string, owner *Owner) error {
 	for _, loc := range tsMap {
 		roots = append(roots, loc)
 	}
-	var paths []string
+	type entry struct {
+		path    string
+		regular bool
+	}
+	var paths []entry
 	for _, root := range roots {
 		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
 				return err
 			}
 			if d.Type()&fs.ModeSymlink == 0 {
-				paths = append(paths, p)
+				paths = append(paths, entry{p, d.Type().IsRegular()})
 			} else if owner != nil {
 				if err := os.Lchown(p, owner.UID, owner.GID); err != nil {
 					return fmt.Errorf("giving %s to %s: %w", p, owner, err)
@@ -854,21 +858,23 @@ func syncTree(pgdata string, tsMap map[string]string, owner *Owner) error {
 			return fmt.Errorf("syncing restored files: %w", err)
 		}
 	}
-	for _, pass := range []func(*os.File) error{
-		func(fh *os.File) error { return startSync(fh, owner) },
-		func(fh *os.File) error { return fh.Sync() },
+	// Each pass opens every path again: holding a thousand files open
+	// between the passes could exceed the open-file limit.
+	for _, pass := range []func(*os.File, bool) error{
+		func(fh *os.File, regular bool) error { return startSync(fh, regular, owner) },
+		func(fh *os.File, _ bool) error { return fh.Sync() },
 	} {
 		var g errgroup.Group
 		g.SetLimit(syncParallel)
-		for _, p := range paths {
+		for _, e := range paths {
 			g.Go(func() error {
-				fh, err := os.Open(p)
+				fh, err := os.Open(e.path)
 				if err != nil {
-					return fmt.Errorf("syncing %s: %w", p, err)
+					return fmt.Errorf("syncing %s: %w", e.path, err)
 				}
 				defer fh.Close()
-				if err := pass(fh); err != nil {
-					return fmt.Errorf("syncing %s: %w", p, err)
+				if err := pass(fh, e.regular); err != nil {
+					return fmt.Errorf("syncing %s: %w", e.path, err)
 				}
 				return nil
 			})
@@ -884,16 +890,16 @@ func syncTree(pgdata string, tsMap map[string]string, owner *Owner) error {
 // the device and the journal batch concurrent fsyncs.
 const syncParallel = 16
 
-// startSync gives fh to owner (if not nil) and starts the writeback of all
-// its data. Where sync_file_range is refused (not every file system has
-// it), the fsync alone does the work.
-func startSync(fh *os.File, owner *Owner) error {
+// startSync gives fh to owner (if not nil) and, for a regular file,
+// starts the writeback of all its data. Where sync_file_range is refused
+// (not every file system has it), the fsync alone does the work.
+func startSync(fh *os.File, regular bool, owner *Owner) error {
 	if owner != nil {
 		if err := fh.Chown(owner.UID, owner.GID); err != nil {
 			return fmt.Errorf("giving it to %s: %w", owner, err)
 		}
 	}
-	if st, err := fh.Stat(); err == nil && st.Mode().IsRegular() && st.Size() > 0 {
+	if regular {
 		unix.SyncFileRange(int(fh.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
 	}
 	return nil

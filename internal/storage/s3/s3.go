@@ -353,11 +353,11 @@ func (s *Store) unchecked(key string, payload io.ReadSeeker, etag string) error 
 	if _, err := payload.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("storing %s: %w", key, err)
 	}
-	h := md5.New()
-	if _, err := io.Copy(h, payload); err != nil {
+	sum, err := sumSeeker(payload, md5.New())
+	if err != nil {
 		return fmt.Errorf("storing %s: %w", key, err)
 	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != want {
+	if got := hex.EncodeToString(sum); got != want {
 		return fmt.Errorf("storing %s: the store at %s did not check the body's CRC32C, and its ETag %s is not the MD5 of what was sent (%s): the stored copy may be damaged", key, s.where, want, got)
 	}
 	return nil

@@ -49,7 +49,7 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Storage) {
 				if err := s.Put(ctx, key, body, int64(n)); err != nil {
 					t.Fatalf("Put(%s): %v", key, err)
 				}
-				if got := get(t, s, key); !bytes.Equal(got, data) {
+				if got := Get(t, s, key); !bytes.Equal(got, data) {
 					t.Fatalf("%s: read back %d bytes that differ from the %d written", key, len(got), n)
 				}
 				info, err := s.Stat(ctx, key)
@@ -70,7 +70,7 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Storage) {
 		if !errors.Is(err, storage.ErrExists) {
 			t.Fatalf("second Put: %v, want ErrExists", err)
 		}
-		if got := get(t, s, "a/b"); string(got) != "first" {
+		if got := Get(t, s, "a/b"); string(got) != "first" {
 			t.Fatalf("object overwritten: %q", got)
 		}
 		// Also when the second write is large (multipart).
@@ -78,7 +78,7 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Storage) {
 		if err := s.Put(ctx, "a/b", bytes.NewReader(big), int64(len(big))); !errors.Is(err, storage.ErrExists) {
 			t.Fatalf("second, large Put: %v, want ErrExists", err)
 		}
-		if got := get(t, s, "a/b"); string(got) != "first" {
+		if got := Get(t, s, "a/b"); string(got) != "first" {
 			t.Fatalf("object overwritten by a large Put: %d bytes", len(got))
 		}
 	})
@@ -144,7 +144,7 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Storage) {
 		}
 		// Get twice: each call starts from the beginning.
 		for range 2 {
-			if got := get(t, s, "k"); string(got) != "data" {
+			if got := Get(t, s, "k"); string(got) != "data" {
 				t.Fatalf("read %q", got)
 			}
 		}
@@ -202,7 +202,7 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Storage) {
 		if _, err := s.Stat(ctx, "d/e/f"); !errors.Is(err, storage.ErrNotFound) {
 			t.Fatalf("deleted object still there: %v", err)
 		}
-		if got := get(t, s, "d/e/g"); string(got) != "y" {
+		if got := Get(t, s, "d/e/g"); string(got) != "y" {
 			t.Fatalf("a neighbour of the deleted object changed: %q", got)
 		}
 		for _, k := range []string{"d/e/f", "never/was"} {
@@ -211,7 +211,7 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Storage) {
 			}
 		}
 		put(t, s, "d/e/f", []byte("again")) // a deleted key can be written again
-		if got := get(t, s, "d/e/f"); string(got) != "again" {
+		if got := Get(t, s, "d/e/f"); string(got) != "again" {
 			t.Fatalf("rewritten object reads %q", got)
 		}
 	})
@@ -272,7 +272,7 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Storage) {
 			if winner < 0 {
 				t.Fatalf("%s: no writer succeeded: %v", key, errs)
 			}
-			if got := get(t, s, key); !bytes.Equal(got, datas[winner]) {
+			if got := Get(t, s, key); !bytes.Equal(got, datas[winner]) {
 				t.Fatalf("%s: the stored object is not the winner's", key)
 			}
 		}
@@ -305,7 +305,8 @@ func put(t *testing.T, s storage.Storage, key string, data []byte) {
 	}
 }
 
-func get(t *testing.T, s storage.Storage, key string) []byte {
+// Get reads the whole object under key, failing t on any error.
+func Get(t *testing.T, s storage.Storage, key string) []byte {
 	t.Helper()
 	var out []byte
 	err := s.Get(context.Background(), key, func(r io.Reader) error {
